@@ -1,0 +1,27 @@
+"""Test setup: 8 simulated CPU devices and fast-compiling XLA, set before JAX is imported.
+
+Subprocesses started by tests (end-to-end runs of `vdiff.main`) inherit these
+variables, so they see the same devices, flags and compilation cache.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["XLA_FLAGS"] = " ".join([
+    os.environ.get("XLA_FLAGS", ""),
+    "--xla_force_host_platform_device_count=8",
+    # Tests are dominated by compile time; trade run time for compile time.
+    "--xla_backend_optimization_level=0",
+    "--xla_llvm_disable_expensive_passes=true",
+]).strip()
+os.environ.setdefault(
+    "VDIFF_COMPILATION_CACHE", os.path.join(tempfile.gettempdir(), "vdiff_test_jax_cache"))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compilation_cache():
+    from vdiff import runtime
+    return runtime.setup_compilation_cache()

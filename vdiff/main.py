@@ -1,0 +1,61 @@
+"""Entry point: `python -m vdiff.main --config=configs/NAME.py[:ARGS] --workdir=DIR`.
+
+Thin on purpose: flags, optional multi-process init, dispatch. Everything else is
+importable from tests and notebooks.
+"""
+
+from __future__ import annotations
+
+import logging as py_logging
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, e.g. configs/vdm_digits.py[:ARGS].",
+    lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
+flags.DEFINE_enum("mode", "train", ["train"], "What to run.")
+flags.DEFINE_bool("multiprocess", False,
+                  "Call jax.distributed.initialize() first (TPU pods, multi-node GPU; "
+                  "coordinator/process ids come from the environment, see launch/).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix: printed with their message, no traceback."""
+    from vdiff.data.pipeline import DatasetNotFoundError
+    from vdiff.errors import ConfigError
+    from vdiff.train.trainer import NonFiniteLossError
+    return (ConfigError, DatasetNotFoundError, NonFiniteLossError)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.multiprocess:
+        import jax
+        jax.distributed.initialize()
+    logging.get_absl_handler().setFormatter(
+        py_logging.Formatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S"))
+    py_logging.getLogger("absl").setLevel(py_logging.INFO)
+    from vdiff import runtime
+    from vdiff.train import trainer
+    runtime.setup_compilation_cache()
+    try:
+        trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except _user_errors() as e:
+        logging.error("%s: %s", type(e).__name__, e)
+        print(f"\nvdiff: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run() -> None:
+    app.run(lambda argv: sys.exit(main(argv)))
+
+
+if __name__ == "__main__":
+    run()

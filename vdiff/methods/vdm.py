@@ -1,0 +1,178 @@
+"""VDM: video diffusion with a factorized space-time UNet (Ho et al. 2022).
+
+Owns the loss and the sampling entry point, never the loop. Joint image-video
+training packs the batch's K independent images after the T video frames; the
+UNet's temporal attention is masked so each image frame only sees itself, and
+the loss covers video and image frames alike (reported separately too).
+"""
+
+from __future__ import annotations
+
+from vdiff.errors import ConfigError
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vdiff.diffusion import losses, samplers, schedules, targets
+from vdiff.models.unet3d import UNet3D
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def to_unit_range(x: jax.Array) -> jax.Array:
+    """uint8 pixels → float32 in [−1, 1]."""
+    return x.astype(jnp.float32) / 127.5 - 1.0
+
+
+def build_unet(model_config: Any, *, out_channels: int) -> UNet3D:
+    """UNet3D from `config.model`; attention impl 'xla' maps to JAX's default."""
+    impl = lambda name: None if name in ("", "xla", None) else name  # noqa: E731
+    if model_config.dtype not in DTYPES:
+        raise ConfigError(f"model.dtype {model_config.dtype!r} not in {sorted(DTYPES)}")
+    return UNet3D(
+        out_channels=out_channels,
+        base_channels=model_config.base_channels,
+        channel_mults=tuple(model_config.channel_mults),
+        num_res_blocks=model_config.num_res_blocks,
+        attn_resolutions=tuple(model_config.attn_resolutions),
+        temporal_attn_resolutions=tuple(model_config.temporal_attn_resolutions),
+        head_dim=model_config.head_dim,
+        dropout=model_config.dropout,
+        num_classes=model_config.num_classes,
+        max_relative_distance=model_config.max_relative_distance,
+        spatial_attention_impl=impl(model_config.spatial_attention_impl),
+        temporal_attention_impl=impl(model_config.temporal_attention_impl),
+        dtype=DTYPES[model_config.dtype],
+    )
+
+
+def pack_joint_batch(batch: dict[str, jax.Array], num_classes: int):
+    """Video [B,T,...] + images [B,K,...] → frames [B,T+K,...], per-frame labels and image mask."""
+    video = to_unit_range(batch["video"])
+    b, t = video.shape[:2]
+    labels = batch["label"] if num_classes else jnp.zeros((b,), jnp.int32)
+    frame_labels = jnp.broadcast_to(labels[:, None], (b, t))
+    is_image = jnp.zeros((b, t), bool)
+    if "images" in batch and batch["images"].shape[1] > 0:
+        images = to_unit_range(batch["images"])
+        k = images.shape[1]
+        video = jnp.concatenate([video, images], axis=1)
+        img_labels = batch["image_labels"] if num_classes else jnp.zeros((b, k), jnp.int32)
+        frame_labels = jnp.concatenate([frame_labels, img_labels], axis=1)
+        is_image = jnp.concatenate([is_image, jnp.ones((b, k), bool)], axis=1)
+    return video, frame_labels.astype(jnp.int32), is_image
+
+
+def drop_labels(rng: jax.Array, frame_labels: jax.Array, is_image: jax.Array,
+                *, null_class: int, drop_prob: float) -> jax.Array:
+    """Replaces labels by the null class with prob `drop_prob`: once per video, once per image."""
+    if drop_prob <= 0:
+        return frame_labels
+    b, f = frame_labels.shape
+    coin = jax.random.bernoulli(rng, drop_prob, (b, f))
+    # Video frames share the coin of frame 0; each image frame uses its own.
+    drop = jnp.where(is_image, coin, coin[:, :1])
+    return jnp.where(drop, null_class, frame_labels)
+
+
+class VDM:
+    """Video Diffusion Model: `init`, `loss`, `denoiser`, `sample`."""
+
+    def __init__(self, config: Any):
+        self.config = config
+        self.channels = config.data.channels
+        self.num_classes = config.model.num_classes
+        self.model = build_unet(config.model, out_channels=self.channels)
+        d = config.diffusion
+        self.parameterization = d.parameterization
+        targets.check_parameterization(self.parameterization)
+        self.schedule = schedules.get_schedule(
+            d.schedule, logsnr_min=d.logsnr_min, logsnr_max=d.logsnr_max)
+
+    # -- shapes -------------------------------------------------------------
+    def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+        """Zeros shaped like a pipeline batch (for init and shape checks)."""
+        d = self.config.data
+        r, t, k = d.resolution, d.num_frames, d.num_images_per_video
+        batch = {"video": np.zeros((batch_size, t, r, r, self.channels), np.uint8),
+                 "label": np.zeros((batch_size,), np.int32)}
+        if k:
+            batch["images"] = np.zeros((batch_size, k, r, r, self.channels), np.uint8)
+            batch["image_labels"] = np.zeros((batch_size, k), np.int32)
+        return batch
+
+    # -- training -----------------------------------------------------------
+    def init(self, rng: jax.Array, batch: dict[str, Any]) -> Any:
+        """Parameters (with logical-partitioning boxes) for a batch of this shape."""
+        x, labels, is_image = pack_joint_batch(batch, self.num_classes)
+        logsnr = jnp.zeros((x.shape[0],), jnp.float32)
+        variables = self.model.init({"params": rng}, x, logsnr, labels=labels,
+                                    frame_is_image=is_image, train=False)
+        return variables["params"]
+
+    def loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array,
+             *, train: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Weighted MSE (config.diffusion.loss_space) at a random noise level per example."""
+        d = self.config.diffusion
+        with jax.named_scope("vdm_loss"):
+            x0, labels, is_image = pack_joint_batch(batch, self.num_classes)
+            rng_t, rng_eps, rng_drop, rng_dropout = jax.random.split(rng, 4)
+            _, logsnr = losses.sample_logsnr(rng=rng_t, batch_size=x0.shape[0],
+                                             schedule=self.schedule)
+            eps = jax.random.normal(rng_eps, x0.shape, jnp.float32)
+            z = targets.q_sample(x0=x0, eps=eps, logsnr=logsnr)
+            if self.num_classes and train:
+                labels = drop_labels(rng_drop, labels, is_image, null_class=self.num_classes,
+                                     drop_prob=d.cond_drop_prob)
+            out = self.model.apply({"params": params}, z, logsnr, labels=labels,
+                                   frame_is_image=is_image, train=train,
+                                   rngs={"dropout": rng_dropout})
+            per_frame = lambda mask: losses.diffusion_loss(  # noqa: E731
+                x0=x0, eps=eps, logsnr=logsnr, model_output=out,
+                parameterization=self.parameterization, loss_space=d.loss_space,
+                weighting=d.weighting, mask=mask)
+            loss = jnp.mean(per_frame(None))
+            metrics = {"logsnr_mean": jnp.mean(logsnr)}
+            if "images" in batch and batch["images"].shape[1] > 0:
+                frame_mask = lambda m: m[:, :, None, None, None].astype(jnp.float32)  # noqa: E731
+                metrics["loss_video"] = jnp.mean(per_frame(frame_mask(~is_image)))
+                metrics["loss_image"] = jnp.mean(per_frame(frame_mask(is_image)))
+        return loss, metrics
+
+    # -- sampling -----------------------------------------------------------
+    def denoiser(self, params: Any, *, labels: jax.Array | None = None,
+                 guidance_scale: float = 0.0):
+        """`denoise_fn(z, logsnr) -> x0_hat`, with classifier-free guidance when scale > 0.
+
+        Guidance mixes ε-predictions: ε̃ = (1 + w)·ε(z, c) − w·ε(z, ∅).
+        """
+        def predict(z, logsnr, lab):
+            out = self.model.apply({"params": params}, z, logsnr, labels=lab, train=False)
+            return targets.predictions(z=z, model_output=out, logsnr=logsnr,
+                                       parameterization=self.parameterization)
+
+        def denoise_fn(z, logsnr):
+            x0_hat, eps_hat = predict(z, logsnr, labels)
+            if not (self.num_classes and guidance_scale):
+                return x0_hat
+            _, eps_null = predict(z, logsnr, jnp.full_like(labels, self.num_classes))
+            eps_guided = (1 + guidance_scale) * eps_hat - guidance_scale * eps_null
+            return targets.x0_from_eps(z=z, eps=eps_guided, logsnr=logsnr)
+
+        return denoise_fn
+
+    def sample(self, params: Any, rng: jax.Array, *, num_samples: int,
+               labels: jax.Array | None = None, num_steps: int = 128,
+               guidance_scale: float = 0.0, gamma: float = 0.3) -> jax.Array:
+        """Ancestral samples in [−1, 1], shape [N, T, H, W, C]."""
+        d = self.config.data
+        shape = (num_samples, d.num_frames, d.resolution, d.resolution, self.channels)
+        if self.num_classes and labels is None:
+            labels = jnp.arange(num_samples, dtype=jnp.int32) % self.num_classes
+        fn = self.denoiser(params, labels=labels, guidance_scale=guidance_scale)
+        return samplers.ancestral_sample(denoise_fn=fn, rng=rng, shape=shape,
+                                         logsnr_schedule=self.schedule, num_steps=num_steps,
+                                         gamma=gamma, clip_x0=True)

@@ -1,0 +1,108 @@
+"""Space-only building blocks for factorized video networks.
+
+Every layer here treats a video as a stack of frames: inputs are [B, F, H, W, C]
+and nothing mixes information across frames except `TemporalAttention`. That
+property is what lets images ride along as extra frames in joint training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import einops
+import flax.linen as nn
+import jax.numpy as jnp
+
+from vdiff.nn import partitioning as P
+
+zeros_init = nn.initializers.zeros
+default_init = nn.initializers.lecun_normal()
+
+
+def num_groups_for(channels: int, max_groups: int = 32) -> int:
+    """Largest group count ≤ max_groups that divides `channels`."""
+    for g in range(min(max_groups, channels), 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+class FrameGroupNorm(nn.Module):
+    """GroupNorm with statistics per frame (never across frames)."""
+
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        b = x.shape[0]
+        h = einops.rearrange(x, "b f h w c -> (b f) h w c")
+        # Statistics in float32 even under bf16 compute.
+        h = nn.GroupNorm(num_groups=num_groups_for(x.shape[-1]), dtype=jnp.float32)(h)
+        return einops.rearrange(h.astype(self.dtype), "(b f) h w c -> b f h w c", b=b)
+
+
+class SpatialConv(nn.Module):
+    """A 1×k×k convolution: each frame convolved independently."""
+
+    features: int
+    kernel: int = 3
+    stride: int = 1
+    zero_init: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        b = x.shape[0]
+        h = einops.rearrange(x, "b f h w c -> (b f) h w c")
+        init = zeros_init if self.zero_init else default_init
+        h = nn.Conv(
+            self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
+            padding="SAME", dtype=self.dtype,
+            kernel_init=P.partitioned(init, (None, None, P.EMBED, P.MLP)))(h)
+        return einops.rearrange(h, "(b f) h w c -> b f h w c", b=b)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm → SiLU → conv → GroupNorm → FiLM(emb) → SiLU → dropout → conv, plus skip."""
+
+    features: int
+    dropout: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, emb: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+        h = nn.swish(FrameGroupNorm(self.dtype)(x))
+        h = SpatialConv(self.features, dtype=self.dtype)(h)
+        h = FrameGroupNorm(self.dtype)(h)
+        film = nn.Dense(
+            2 * self.features, dtype=self.dtype, name="film",
+            kernel_init=P.partitioned(default_init, (P.EMBED, P.MLP)))(nn.swish(emb))
+        scale, shift = jnp.split(film[:, :, None, None, :], 2, axis=-1)
+        h = h * (1.0 + scale) + shift
+        h = nn.swish(h)
+        h = nn.Dropout(self.dropout)(h, deterministic=not train)
+        h = SpatialConv(self.features, zero_init=True, dtype=self.dtype)(h)
+        if x.shape[-1] != self.features:
+            x = SpatialConv(self.features, kernel=1, dtype=self.dtype, name="skip")(x)
+        return P.constrain_video(x + h)
+
+
+class Downsample(nn.Module):
+    """Halves H and W with a stride-2 space-only convolution; frames untouched."""
+
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return SpatialConv(x.shape[-1], stride=2, dtype=self.dtype)(x)
+
+
+class Upsample(nn.Module):
+    """Doubles H and W (nearest neighbour) then a space-only convolution."""
+
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        x = einops.repeat(x, "b f h w c -> b f (h 2) (w 2) c")
+        return SpatialConv(x.shape[-1], dtype=self.dtype)(x)

@@ -1,0 +1,75 @@
+"""Orbax checkpoints of the train state plus the data iterator position.
+
+Saves are asynchronous and atomic (orbax writes to a temporary directory and
+renames it when complete), so a run killed at any moment — SIGKILL included —
+leaves only whole checkpoints behind. Restoring takes abstract arrays carrying
+the *target* sharding, so a checkpoint restores onto any mesh.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+    """`CheckpointManager` with two items: `state` (pytree) and `data` (iterator JSON)."""
+
+    def __init__(self, directory: str, *, max_to_keep: int, save_every: int,
+                 async_save: bool = True):
+        self.directory = os.path.abspath(directory)
+        self.save_every = save_every
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True,
+                enable_async_checkpointing=async_save,
+                save_interval_steps=1, cleanup_tmp_directories=True),
+            item_names=("state", "data"),
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def should_save(self, step: int) -> bool:
+        return self.save_every > 0 and step % self.save_every == 0
+
+    def save(self, step: int, state: Any, data_state: dict[str, Any] | None, *,
+             force: bool = False) -> bool:
+        """Starts an (async) save; returns False if this step is already saved."""
+        if step in self.all_steps():
+            return False
+        args = {"state": ocp.args.StandardSave(state)}
+        args["data"] = ocp.args.JsonSave(data_state or {})
+        saved = self._manager.save(step, args=ocp.args.Composite(**args), force=force)
+        if saved:
+            logging.info("checkpoint: saving step %d to %s", step, self.directory)
+        return saved
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+        """Restores (state, data_state) onto the shardings carried by `abstract_state`."""
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=ocp.args.JsonRestore()))
+        return restored["state"], restored["data"]
+
+    def wait(self) -> None:
+        """Blocks until pending async saves are committed."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def abstract_like(tree: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs with target shardings, for restoring onto any mesh."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        tree, shardings)

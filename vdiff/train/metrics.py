@@ -1,0 +1,102 @@
+"""Metric aggregation (clu.metrics) and writers (TensorBoard via tensorboardX + JSONL).
+
+`clu.metric_writers` is avoided on purpose: it imports TensorFlow, which breaks
+multi-GPU NCCL collectives when loaded in the same process (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from clu import metrics as clu_metrics
+
+# Reductions that are not a plain average over the logging window.
+_MIN_KEYS = ("finite",)
+
+
+def make_collection(keys: list[str]) -> type[clu_metrics.Collection]:
+    """A clu Collection class averaging each key over the window ('finite' takes the min)."""
+    fields = {}
+    for key in keys:
+        if key in _MIN_KEYS:
+            fields[key] = clu_metrics.Min.from_output(key)
+        else:
+            fields[key] = clu_metrics.Average.from_output(key)
+    return clu_metrics.Collection.create(**fields)
+
+
+class MetricWriter:
+    """Writes scalars to TensorBoard event files and `metrics.jsonl` (process 0 only)."""
+
+    def __init__(self, workdir: str, *, enabled: bool = True):
+        self.enabled = enabled
+        self._tb = None
+        self._jsonl = None
+        if enabled:
+            from tensorboardX import SummaryWriter  # lazy: only the writing process needs it
+            os.makedirs(workdir, exist_ok=True)
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+
+    def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        values = {k: float(np.asarray(v)) for k, v in scalars.items()}
+        for k, v in values.items():
+            self._tb.add_scalar(k, v, step)
+        self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **values}) + "\n")
+
+    def flush(self) -> None:
+        if self.enabled:
+            self._tb.flush()
+            self._jsonl.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._tb.close()
+            self._jsonl.close()
+
+
+# Dense bf16 peak FLOP/s per chip, for MFU. Unknown devices (e.g. CPU) report no MFU.
+PEAK_FLOPS = {
+    "H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12,
+    "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
+    "TPU v5": 459e12, "TPU v6 lite": 918e12, "TPU v6e": 918e12,
+}
+
+
+def peak_flops_per_device(device: Any | None = None) -> float | None:
+    device = device or jax.devices()[0]
+    if device.platform == "cpu":
+        return None
+    kind = device.device_kind
+    for name, flops in sorted(PEAK_FLOPS.items(), key=lambda kv: -len(kv[0])):
+        if name.lower() in kind.lower():
+            return flops
+    return None
+
+
+def compiled_flops(compiled: Any) -> float | None:
+    """FLOPs per call from XLA's cost analysis (None when unavailable)."""
+    try:
+        analysis = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - some backends don't implement it
+        return None
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else None
+    if not analysis or "flops" not in analysis:
+        return None
+    return float(analysis["flops"])
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:d}:{s:02d}"

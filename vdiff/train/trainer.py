@@ -1,0 +1,275 @@
+"""The one generic training loop: data → train_step → metrics, checkpoints, samples.
+
+Resume is automatic: if the workdir holds a checkpoint, the state and the data
+iterator position are restored, so a resumed run sees exactly the batches an
+uninterrupted run would have seen (the step's RNG is `fold_in(seed, step)`).
+SIGTERM/SIGINT save a checkpoint and exit cleanly; a non-finite loss stops the
+run without writing the bad state.
+"""
+
+from __future__ import annotations
+
+from vdiff.errors import ConfigError
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from vdiff.data import pipeline, video_io
+from vdiff.methods import get_method
+from vdiff.train import metrics as metrics_lib
+from vdiff.train import sharding
+from vdiff.train.checkpoint import Checkpointer, abstract_like
+from vdiff.train.state import TrainState, make_optimizer
+from vdiff.train.train_step import make_train_step
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when the loss or gradient becomes NaN/inf; the last checkpoint is kept."""
+
+
+class _StopFlag:
+    """Turns the first SIGTERM/SIGINT into a request to checkpoint and stop."""
+
+    def __init__(self):
+        self.requested = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. notebooks running in threads)
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested is not None:  # second signal: give up immediately
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        logging.warning("%s received: saving a checkpoint, then stopping "
+                        "(send again to abort without saving)", self.requested)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _is_main_process() -> bool:
+    return jax.process_index() == 0
+
+
+def _log(msg: str, *args: Any) -> None:
+    if _is_main_process():
+        logging.info(msg, *args)
+
+
+@dataclasses.dataclass
+class TrainFns:
+    """The compiled-once pieces of a run on one mesh (shared by the loop and tests)."""
+
+    mesh: Any
+    rules: Any
+    init: Any  # rng -> TrainState, already sharded
+    step: Any  # jitted (state, batch, rng) -> (state, metrics), state donated
+    state_shardings: Any
+    abstract_state: Any  # ShapeDtypeStructs with target shardings (for restore)
+    batch_shardings: dict[str, Any]
+
+    def global_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        return sharding.global_batch(local_batch, self.mesh)
+
+
+def build_train_fns(config: Any, method: Any, mesh: Any) -> TrainFns:
+    """Creates state shardings from logical axis rules (eval_shape → shardings → jitted init)."""
+    rules = sharding.rules_from_config(config.sharding.logical_axis_rules)
+    tx, schedule = make_optimizer(config.train)
+    example = method.example_batch(1)
+
+    def boxed_init(rng):
+        return TrainState.create(params=method.init(rng, example), tx=tx)
+
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        abstract_boxed = jax.eval_shape(boxed_init, jax.random.key(0))
+        state_shardings = sharding.logical_shardings(abstract_boxed, mesh, rules)
+    init_fn = jax.jit(lambda rng: sharding.strip_boxes(boxed_init(rng)),
+                      out_shardings=state_shardings)
+    abstract_state = abstract_like(sharding.strip_boxes(abstract_boxed), state_shardings)
+    local = method.example_batch(max(config.train.batch_size // jax.process_count(), 1))
+    batch_shardings = {k: sharding.batch_sharding(mesh, v.ndim) for k, v in local.items()}
+    step = make_train_step(method=method, tx=tx, schedule=schedule,
+                           ema_decay=config.train.ema_decay, state_shardings=state_shardings,
+                           batch_shardings=batch_shardings, replicated=sharding.replicated(mesh))
+    return TrainFns(mesh, rules, init_fn, step, state_shardings, abstract_state, batch_shardings)
+
+
+def write_samples(videos: np.ndarray, directory: str, *, fps: int) -> list[str]:
+    """Writes one mp4 per sample and a PNG grid (rows = samples, columns = frames)."""
+    os.makedirs(directory, exist_ok=True)
+    frames = video_io.to_uint8(videos)
+    paths = []
+    for i, video in enumerate(frames):
+        path = os.path.join(directory, f"sample_{i:02d}.mp4")
+        video_io.write_video(path, video, fps=fps)
+        paths.append(path)
+    grid = os.path.join(directory, "grid.png")
+    video_io.write_grid_png(grid, frames)
+    return paths + [grid]
+
+
+def check_config(config: Any) -> None:
+    """Cheap consistency checks with messages that say what to change."""
+    per_process, rem = divmod(config.train.batch_size, jax.process_count())
+    if rem:
+        raise ConfigError(f"train.batch_size={config.train.batch_size} is not divisible by the "
+                         f"number of processes ({jax.process_count()})")
+    if config.train.num_steps <= 0:
+        raise ConfigError("train.num_steps must be positive")
+    del per_process
+
+
+def train_and_evaluate(config: Any, workdir: str) -> TrainState:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint if any."""
+    check_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    method = get_method(config)
+    mesh = sharding.make_mesh(config.mesh.shape)
+    if config.train.batch_size % sharding.data_parallel_size(mesh):
+        raise ConfigError(f"train.batch_size={config.train.batch_size} must be divisible by the "
+                         f"data-parallel mesh size {sharding.data_parallel_size(mesh)} "
+                         f"(mesh {dict(mesh.shape)})")
+    _log("mesh %s over %d devices (%s), %d process(es)", dict(mesh.shape), mesh.size,
+         jax.devices()[0].device_kind, jax.process_count())
+
+    # Data first: a missing dataset should fail before minutes of compilation.
+    data_iter = pipeline.make_iterator(
+        config.data, split="train", seed=config.seed, global_batch_size=config.train.batch_size,
+        process_index=jax.process_index(), process_count=jax.process_count())
+
+    fns = build_train_fns(config, method, mesh)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
+                        max_to_keep=config.train.keep_checkpoints,
+                        save_every=config.train.checkpoint_every,
+                        async_save=config.train.async_checkpoints)
+    rng_init, rng_train, rng_sample = jax.random.split(jax.random.key(config.seed), 3)
+
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state, data_state = ckpt.restore(latest, fns.abstract_state)
+        data_iter.set_state(data_state)
+        _log("resumed from %s at step %d", ckpt.directory, latest)
+    else:
+        with jax.set_mesh(mesh), nn.logical_axis_rules(fns.rules):
+            state = fns.init(rng_init)
+        _log("initialized a new run in %s", workdir)
+    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(fns.abstract_state.params))
+    _log("%s: %.2fM parameters", config.method, num_params / 1e6)
+    if _is_main_process():
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    writer = metrics_lib.MetricWriter(workdir, enabled=_is_main_process())
+    step = int(jax.device_get(state.step))
+    total = config.train.num_steps
+    if step >= total:
+        _log("run already complete: step %d of train.num_steps=%d in %s (raise "
+             "--config.train.num_steps to continue)", step, total, workdir)
+    try:
+        with _StopFlag() as stop, jax.set_mesh(mesh), nn.logical_axis_rules(fns.rules):
+            step_fn, flops = None, None
+            window = None
+            t_window, steps_window = time.perf_counter(), 0
+            t_start, step_start = time.perf_counter(), step
+            while step < total:
+                batch = fns.global_batch(next(data_iter))
+                if step_fn is None:
+                    t0 = time.perf_counter()
+                    step_fn = fns.step.lower(state, batch, rng_train).compile()
+                    flops = metrics_lib.compiled_flops(step_fn)
+                    _log("compiled the train step in %.1fs", time.perf_counter() - t0)
+                    t_window = time.perf_counter()
+                state, m = step_fn(state, batch, rng_train)
+                step += 1
+                steps_window += 1
+                if window is None:
+                    window = metrics_lib.make_collection(sorted(m))
+                    acc = window.single_from_model_output(**m)
+                else:
+                    acc = acc.merge(window.single_from_model_output(**m))
+
+                is_last = step == total
+                log_now = step % config.train.log_every == 0 or is_last
+                save_now = ckpt.should_save(step) or is_last or stop.requested
+                if log_now or save_now:
+                    values = {k: float(v) for k, v in jax.device_get(acc.compute()).items()}
+                    if values.get("finite", 1.0) < 1.0:
+                        raise NonFiniteLossError(
+                            f"non-finite loss or gradient between steps {step - steps_window} "
+                            f"and {step} (last window mean loss {values['loss']}); "
+                            f"the update was not applied and the last good checkpoint "
+                            f"(step {ckpt.latest_step()}) is intact. Lower train.lr, "
+                            f"check train.grad_clip and the data.")
+                    dt = time.perf_counter() - t_window
+                    rate = steps_window / max(dt, 1e-9)
+                    values["steps_per_sec"] = rate
+                    peak = metrics_lib.peak_flops_per_device()
+                    if flops is not None and peak is not None:
+                        values["tflops_per_sec_per_device"] = flops * rate / 1e12
+                        values["mfu"] = flops * rate / peak
+                    values.pop("finite", None)
+                    writer.write_scalars(step, values)
+                    overall = (step - step_start) / max(time.perf_counter() - t_start, 1e-9)
+                    extra = "".join(f" | {k} {values[k]:.4f}" for k in ("loss_video", "loss_image")
+                                    if k in values)
+                    _log("step %d/%d | loss %.4f%s | %.2f steps/s | ETA %s", step, total,
+                         values["loss"], extra, rate,
+                         metrics_lib.format_duration((total - step) / max(overall, 1e-9)))
+                    acc, window = None, None
+                    t_window, steps_window = time.perf_counter(), 0
+                if save_now:
+                    ckpt.save(step, state, data_iter.get_state(), force=True)
+                every = config.train.sample_every
+                if (every and step % every == 0) or is_last:
+                    generate_samples(method, config, state, rng_sample, workdir, step)
+                    t_window = time.perf_counter()
+                if stop.requested and not is_last:
+                    ckpt.wait()
+                    _log("stopped at step %d after %s; rerun the same command to resume",
+                         step, stop.requested)
+                    break
+    finally:
+        ckpt.close()
+        writer.close()
+    return state
+
+
+def generate_samples(method: Any, config: Any, state: TrainState, rng: jax.Array,
+                     workdir: str, step: int) -> None:
+    """Samples from the EMA params and writes videos + a PNG grid under workdir/samples."""
+    s = config.sample
+    t0 = time.perf_counter()
+    sample_fn = jax.jit(lambda p, r: method.sample(
+        p, r, num_samples=s.num_samples, num_steps=s.num_steps,
+        guidance_scale=s.guidance_scale, gamma=s.gamma))
+    videos = sample_fn(state.ema_params, jax.random.fold_in(rng, step))
+    if jax.process_count() > 1:
+        videos = multihost_utils.process_allgather(videos, tiled=True)
+    videos = np.asarray(jax.device_get(videos))
+    if _is_main_process():
+        directory = os.path.join(workdir, "samples", f"step_{step:07d}")
+        paths = write_samples(videos, directory, fps=s.fps)
+        with open(os.path.join(directory, "info.json"), "w") as f:
+            json.dump({"step": step, "num_steps": s.num_steps, "gamma": s.gamma,
+                       "guidance_scale": s.guidance_scale, "params": "ema"}, f)
+        _log("wrote %d sample videos + grid to %s (%.1fs)", len(paths) - 1, directory,
+             time.perf_counter() - t0)
