@@ -9,6 +9,7 @@ from tests.helpers import load_config, random_batch
 from vdiff.errors import ConfigError
 from vdiff.methods import get_method
 from vdiff.train import sharding, trainer
+from vdiff.train.setup import build_train_fns
 
 
 def test_resolve_mesh_shape():
@@ -24,7 +25,7 @@ def test_resolve_mesh_shape():
 
 def _run(config, method, batch, mesh_shape, devices=None, steps=2):
     mesh = sharding.make_mesh(mesh_shape, devices)
-    fns = trainer.build_train_fns(config, method, mesh)
+    fns = build_train_fns(config, method, mesh)
     with jax.set_mesh(mesh), nn.logical_axis_rules(fns.rules):
         state = fns.init(jax.random.key(0))
         losses = []

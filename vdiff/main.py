@@ -53,8 +53,27 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing, but a bad config key or value ends in one clear message."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        message = str(e)
+        if "Traceback (most recent call last)" in message:  # ml_collections embeds one
+            lines = [x for x in message.splitlines() if x.strip()]
+            message = f"{lines[0]} {lines[-1]}"
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        # ml_collections raises these for unknown keys (with a "did you mean") and bad types.
+        message = str(e.args[0] if e.args else e).strip("'\"").replace("\\n", " ")
+        message = message.replace("\\'", "'")
+    print(f"vdiff: bad flags or config: {message}\n"
+          f"Usage: python -m vdiff.main --config=configs/NAME.py[:ARGS] --workdir=DIR "
+          f"[--config.KEY=VALUE ...]", file=sys.stderr)
+    sys.exit(2)
+
+
 def run() -> None:
-    app.run(lambda argv: sys.exit(main(argv)))
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

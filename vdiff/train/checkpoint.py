@@ -73,3 +73,16 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
     """ShapeDtypeStructs with target shardings, for restoring onto any mesh."""
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         tree, shardings)
+
+
+def load_raw(directory: str, step: int | None = None) -> tuple[int, Any, dict[str, Any]]:
+    """Reads (step, state pytree as numpy, data state) without a target: for tests and tools."""
+    manager = ocp.CheckpointManager(os.path.abspath(directory), item_names=("state", "data"),
+                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {directory}")
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()))
+    manager.close()
+    return step, jax.tree.map(lambda x: jax.device_get(x), restored["state"]), restored["data"]

@@ -2,7 +2,7 @@
 
 `train_step(state, batch, rng, *, method, tx, schedule, ema_decay)` is pure:
 grads of `method.loss`, optax update (clipping lives in `tx`), EMA, health
-metrics. A step whose loss or gradient is not finite leaves the state unchanged
+metrics. A step whose loss, gradient or update is not finite leaves the state unchanged
 and reports `finite = 0`, so the trainer can stop with the last good state
 intact. `make_train_step` jits it with explicit shardings and state donation.
 """
@@ -46,8 +46,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
         new_ema = jax.tree.map(lambda e, p: (d * e + (1 - d) * p).astype(e.dtype),
                                state.ema_params, new_params)
 
-    grad_norm = _global_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    grad_norm, update_norm = _global_norm(grads), _global_norm(updates)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(update_norm)
     keep = lambda new, old: jax.tree.map(  # noqa: E731
         lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = TrainState(
@@ -60,7 +60,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
         "loss": loss,
         "grad_norm": grad_norm,
         "param_norm": _global_norm(state.params),
-        "update_norm": _global_norm(updates),
+        "update_norm": update_norm,
         "learning_rate": schedule(state.step),
         "finite": finite.astype(jnp.float32),
         **aux,

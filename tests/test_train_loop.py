@@ -1,0 +1,162 @@
+"""End-to-end runs of `python -m vdiff.main`: outputs, resume after SIGKILL/SIGTERM, NaN guard.
+
+These start real subprocesses on the `runlocal` digits config. The tiny dataset is
+built once per session; the JAX compilation cache (conftest) makes restarts cheap.
+"""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.helpers import REPO
+from vdiff.train.checkpoint import load_raw
+
+CONFIG = os.path.join(REPO, "configs", "vdm_digits.py")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """Builds the tiny moving-digits dataset once, in-process, for all runs."""
+    from tests.helpers import load_config
+    from vdiff.data import pipeline
+    path = str(tmp_path_factory.mktemp("datasets"))
+    config = load_config("vdm_digits", "runlocal")
+    config.data.data_dir = path
+    pipeline.get_data_source(config.data, split="train")
+    return path
+
+
+def _cmd(workdir, data_dir, arg="runlocal", *flags):
+    return [sys.executable, "-m", "vdiff.main", f"--config={CONFIG}:{arg}",
+            f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", *flags]
+
+
+def run_main(workdir, data_dir, arg="runlocal", *flags, timeout=600):
+    return subprocess.run(_cmd(workdir, data_dir, arg, *flags), cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def start_main(workdir, data_dir, arg="runlocal", *flags):
+    return subprocess.Popen(_cmd(workdir, data_dir, arg, *flags), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def checkpoint_steps(workdir):
+    d = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(d):
+        return []
+    return sorted(int(n) for n in os.listdir(d) if n.isdigit())
+
+
+RESUME_FLAGS = ("--config.train.checkpoint_every=2", "--config.train.log_every=2",
+                "--config.train.keep_checkpoints=100")
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory, data_dir):
+    """An uninterrupted 12-step run."""
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    result = run_main(workdir, data_dir, "runlocal,steps=12", *RESUME_FLAGS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return workdir, result
+
+
+def test_end_to_end_outputs(reference_run):
+    workdir, result = reference_run
+    log = result.stdout + result.stderr
+    assert "step 12/12" in log and "ETA" in log and "steps/s" in log
+    assert checkpoint_steps(workdir)[-1] == 12
+    lines = [json.loads(x) for x in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert [x["step"] for x in lines] == [2, 4, 6, 8, 10, 12]
+    for key in ("loss", "loss_video", "loss_image", "grad_norm", "param_norm", "update_norm",
+                "learning_rate", "steps_per_sec"):
+        assert all(np.isfinite(x[key]) for x in lines), key
+    assert os.listdir(os.path.join(workdir, "tensorboard"))
+    samples = os.path.join(workdir, "samples", "step_0000012")
+    assert os.path.getsize(os.path.join(samples, "grid.png")) > 0
+    assert os.path.getsize(os.path.join(samples, "sample_00.mp4")) > 0
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["method"] == "vdm"
+
+
+def test_resume_after_random_sigkills_matches_uninterrupted(reference_run, data_dir, tmp_path):
+    ref_dir, _ = reference_run
+    workdir = str(tmp_path / "killed")
+    rnd = random.Random(1234)
+    kills = 0
+    for _ in range(3):
+        before = checkpoint_steps(workdir)
+        proc = start_main(workdir, data_dir, "runlocal,steps=12", *RESUME_FLAGS)
+        deadline = time.time() + 300
+        # Wait for this process to write a checkpoint of its own, then kill it at a random moment.
+        while time.time() < deadline and proc.poll() is None:
+            if len(checkpoint_steps(workdir)) > len(before):
+                break
+            time.sleep(0.05)
+        time.sleep(rnd.uniform(0.0, 1.5))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate(timeout=60)
+    assert kills >= 2, "the run finished before it could be killed; make it longer"
+    result = run_main(workdir, data_dir, "runlocal,steps=12", *RESUME_FLAGS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "resumed from" in result.stdout + result.stderr
+
+    step_a, state_a, data_a = load_raw(os.path.join(ref_dir, "checkpoints"))
+    step_b, state_b, data_b = load_raw(os.path.join(workdir, "checkpoints"))
+    assert step_a == step_b == 12
+    assert data_a == data_b
+    leaves_a, leaves_b = _leaves(state_a), _leaves(state_b)
+    assert len(leaves_a) == len(leaves_b)
+    for a, b in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(a, b)
+
+
+def _leaves(tree):
+    import jax
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_sigterm_saves_then_resume_completes(data_dir, tmp_path):
+    workdir = str(tmp_path / "term")
+    flags = ("--config.train.checkpoint_every=1000", "--config.train.log_every=1")
+    proc = start_main(workdir, data_dir, "runlocal,steps=400", *flags)
+    deadline = time.time() + 300
+    while time.time() < deadline and not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "stopped at step" in out
+    steps = checkpoint_steps(workdir)
+    assert len(steps) == 1 and 0 < steps[0] < 400
+    result = run_main(workdir, data_dir, f"runlocal,steps={steps[0] + 2}", *flags)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"resumed from" in result.stderr + result.stdout
+    assert checkpoint_steps(workdir)[-1] == steps[0] + 2
+
+
+def test_nan_stops_run_and_keeps_last_checkpoint(reference_run, data_dir, tmp_path):
+    ref_dir, _ = reference_run
+    workdir = str(tmp_path / "nan")
+    shutil.copytree(ref_dir, workdir)
+    before = load_raw(os.path.join(workdir, "checkpoints"))
+    result = run_main(workdir, data_dir, "runlocal,steps=16", *RESUME_FLAGS,
+                      "--config.train.lr=nan")
+    log = result.stdout + result.stderr
+    assert result.returncode == 2, log
+    assert "non-finite" in log and "Traceback" not in log
+    assert checkpoint_steps(workdir)[-1] == 12
+    after = load_raw(os.path.join(workdir, "checkpoints"))
+    for a, b in zip(_leaves(before[1]), _leaves(after[1])):
+        np.testing.assert_array_equal(a, b)
