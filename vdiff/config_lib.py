@@ -54,7 +54,7 @@ def vdm_defaults() -> ml_collections.ConfigDict:
         resolution=64,
         temporal_crop="first",  # 'first' or 'random'
         num_images_per_video=0,  # K images packed after each video (joint training)
-        worker_count=0,
+        read_threads=2,  # grain reader threads per process (prefetching batches)
     ))
 
     c.model = ml_collections.ConfigDict(dict(
