@@ -32,6 +32,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, DatasetNotFoundError, NonFiniteLossError)
 
 
+class _QuietLibraries(py_logging.Filter):
+    """Drops INFO chatter that orbax and grain log through absl; keeps their warnings."""
+
+    NOISY = ("/orbax/", "/grain/", "/tensorflow_datasets/", "/jax/_src/xla_bridge")
+
+    def filter(self, record: py_logging.LogRecord) -> bool:
+        return record.levelno >= py_logging.WARNING or not any(
+            n in record.pathname for n in self.NOISY)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -41,6 +51,7 @@ def main(argv: list[str]) -> int:
     logging.get_absl_handler().setFormatter(
         py_logging.Formatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S"))
     py_logging.getLogger("absl").setLevel(py_logging.INFO)
+    logging.get_absl_handler().addFilter(_QuietLibraries())
     from vdiff import runtime
     from vdiff.train import trainer
     runtime.setup_compilation_cache()

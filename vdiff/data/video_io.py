@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import imageio.v3 as iio
 import numpy as np
@@ -41,6 +42,8 @@ def _write_mp4_ffmpeg(path: str, frames: np.ndarray, fps: int) -> None:
     import imageio_ffmpeg
 
     h, w = frames.shape[1:3]
+    # ffmpeg runs as a subprocess; the fork happens before it touches any JAX state.
+    warnings.filterwarnings("ignore", message="os.fork\\(\\) was called", category=RuntimeWarning)
     writer = imageio_ffmpeg.write_frames(path, (w, h), fps=fps, codec="libx264",
                                          pix_fmt_out="yuv420p", macro_block_size=1,
                                          ffmpeg_log_level="error")

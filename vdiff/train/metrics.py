@@ -16,19 +16,13 @@ import jax
 import numpy as np
 from clu import metrics as clu_metrics
 
-# Reductions that are not a plain average over the logging window.
-_MIN_KEYS = ("finite",)
-
-
 def make_collection(keys: list[str]) -> type[clu_metrics.Collection]:
-    """A clu Collection class averaging each key over the window ('finite' takes the min)."""
-    fields = {}
-    for key in keys:
-        if key in _MIN_KEYS:
-            fields[key] = clu_metrics.Min.from_output(key)
-        else:
-            fields[key] = clu_metrics.Average.from_output(key)
-    return clu_metrics.Collection.create(**fields)
+    """A clu Collection class averaging each key over the logging window.
+
+    `finite` (1 per good step) averages below 1 as soon as one step was not finite.
+    """
+    return clu_metrics.Collection.create(
+        **{key: clu_metrics.Average.from_output(key) for key in keys})
 
 
 class MetricWriter:

@@ -27,7 +27,7 @@ class Method(Protocol):
 
 
 def _global_norm(tree: Any) -> jax.Array:
-    return optax.global_norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))
+    return optax.tree.norm(jax.tree.map(lambda x: x.astype(jnp.float32), tree))
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
