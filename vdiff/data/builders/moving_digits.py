@@ -45,6 +45,8 @@ class MovingDigits(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description="Moving digits: Moving-MNIST-style videos of scikit-learn's 8x8 digits.",
+            # Keep generation order, so record i is make_video(i): the pipeline shuffles.
+            disable_shuffling=True,
             features=tfds.features.FeaturesDict({
                 "video": tfds.features.Tensor(shape=(c.num_frames, c.size, c.size, 1),
                                               dtype=np.uint8),
