@@ -32,6 +32,7 @@ def _run(config, method, batch, mesh_shape, devices=None, steps=2):
         for _ in range(steps):
             state, metrics = fns.step(state, fns.global_batch(batch), jax.random.key(1))
             losses.append(float(metrics["loss"]))
+    assert fns.step._cache_size() == 1, "the train step must compile once, not per step"
     return state, losses
 
 

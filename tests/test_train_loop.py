@@ -142,7 +142,7 @@ def test_sigterm_saves_then_resume_completes(data_dir, tmp_path):
     assert len(steps) == 1 and 0 < steps[0] < 400
     result = run_main(workdir, data_dir, f"runlocal,steps={steps[0] + 2}", *flags)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"resumed from" in result.stderr + result.stdout
+    assert "resumed from" in result.stderr + result.stdout
     assert checkpoint_steps(workdir)[-1] == steps[0] + 2
 
 

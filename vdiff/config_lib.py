@@ -8,11 +8,11 @@ experiment needs. The `arg` string after the colon, e.g.
 
 from __future__ import annotations
 
-from vdiff.errors import ConfigError
-
 from typing import Any
 
 import ml_collections
+
+from vdiff.errors import ConfigError
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -42,15 +43,24 @@ def _write_mp4_ffmpeg(path: str, frames: np.ndarray, fps: int) -> None:
     import imageio_ffmpeg
 
     h, w = frames.shape[1:3]
-    # ffmpeg runs as a subprocess; the fork happens before it touches any JAX state.
-    warnings.filterwarnings("ignore", message="os.fork\\(\\) was called", category=RuntimeWarning)
-    writer = imageio_ffmpeg.write_frames(path, (w, h), fps=fps, codec="libx264",
-                                         pix_fmt_out="yuv420p", macro_block_size=1,
-                                         ffmpeg_log_level="error")
-    writer.send(None)
-    for frame in frames:
-        writer.send(np.ascontiguousarray(frame))
-    writer.close()
+    with _ffmpeg_subprocess():
+        writer = imageio_ffmpeg.write_frames(path, (w, h), fps=fps, codec="libx264",
+                                             pix_fmt_out="yuv420p", macro_block_size=1,
+                                             ffmpeg_log_level="error")
+        writer.send(None)
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+
+
+@contextlib.contextmanager
+def _ffmpeg_subprocess():
+    """ffmpeg runs as a child process; Python warns about forking a JAX process, but the
+    child execs ffmpeg at once and never touches JAX state, so the warning is noise here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
+                                category=RuntimeWarning)
+        yield
 
 
 def read_video(path: str) -> np.ndarray:
@@ -73,10 +83,11 @@ def read_video(path: str) -> np.ndarray:
 def _read_mp4_ffmpeg(path: str) -> np.ndarray:
     import imageio_ffmpeg
 
-    reader = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24")
-    meta = reader.__next__()
-    w, h = meta["size"]
-    frames = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader]
+    with _ffmpeg_subprocess():
+        reader = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24")
+        meta = reader.__next__()
+        w, h = meta["size"]
+        frames = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader]
     if not frames:
         raise ValueError("no frames")
     return np.stack(frames)

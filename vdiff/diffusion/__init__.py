@@ -1,6 +1,12 @@
 """Diffusion maths: log-SNR schedules, ε/x0/v conversions, losses and samplers (pure functions)."""
 
-from vdiff.diffusion.losses import WEIGHTINGS, diffusion_loss, loss_weight, masked_mean, sample_logsnr
+from vdiff.diffusion.losses import (
+    WEIGHTINGS,
+    diffusion_loss,
+    loss_weight,
+    masked_mean,
+    sample_logsnr,
+)
 from vdiff.diffusion.samplers import ancestral_posterior, ancestral_sample, ancestral_step
 from vdiff.diffusion.schedules import (
     alpha_sigma,

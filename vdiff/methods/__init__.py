@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from vdiff.errors import ConfigError
-
 import importlib
 from typing import Any
+
+from vdiff.errors import ConfigError
 
 METHODS: dict[str, str] = {
     "vdm": "vdiff.methods.vdm:VDM",

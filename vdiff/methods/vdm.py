@@ -8,8 +8,6 @@ the loss covers video and image frames alike (reported separately too).
 
 from __future__ import annotations
 
-from vdiff.errors import ConfigError
-
 from typing import Any
 
 import jax
@@ -17,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vdiff.diffusion import losses, samplers, schedules, targets
+from vdiff.errors import ConfigError
 from vdiff.models.unet3d import UNet3D
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}

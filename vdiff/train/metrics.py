@@ -16,6 +16,7 @@ import jax
 import numpy as np
 from clu import metrics as clu_metrics
 
+
 def make_collection(keys: list[str]) -> type[clu_metrics.Collection]:
     """A clu Collection class averaging each key over the logging window.
 

@@ -9,8 +9,6 @@ sharding from logical axis names (`vdiff.nn.partitioning`) mapped by
 
 from __future__ import annotations
 
-from vdiff.errors import ConfigError
-
 import logging
 import math
 from collections.abc import Sequence
@@ -20,6 +18,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from vdiff.errors import ConfigError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")

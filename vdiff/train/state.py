@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from vdiff.errors import ConfigError
-
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
 import optax
+
+from vdiff.errors import ConfigError
 
 
 @flax.struct.dataclass

@@ -9,8 +9,6 @@ run without writing the bad state.
 
 from __future__ import annotations
 
-from vdiff.errors import ConfigError
-
 import json
 import logging
 import os
@@ -24,6 +22,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from vdiff.data import pipeline, video_io
+from vdiff.errors import ConfigError
 from vdiff.methods import get_method
 from vdiff.train import metrics as metrics_lib
 from vdiff.train import sharding
