@@ -15,8 +15,9 @@ os.environ["XLA_FLAGS"] = " ".join([
     "--xla_backend_optimization_level=0",
     "--xla_llvm_disable_expensive_passes=true",
 ]).strip()
-os.environ.setdefault(
-    "VDIFF_COMPILATION_CACHE", os.path.join(tempfile.gettempdir(), "vdiff_test_jax_cache"))
+# A fresh compilation cache per test session, shared with the session's subprocesses, so
+# restarted runs in the resume tests load their compiled step instead of recompiling.
+os.environ.setdefault("VDIFF_COMPILATION_CACHE", tempfile.mkdtemp(prefix="vdiff_jax_cache_"))
 
 import pytest  # noqa: E402
 
