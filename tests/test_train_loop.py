@@ -160,3 +160,24 @@ def test_nan_stops_run_and_keeps_last_checkpoint(reference_run, data_dir, tmp_pa
     after = load_raw(os.path.join(workdir, "checkpoints"))
     for a, b in zip(_leaves(before[1]), _leaves(after[1])):
         np.testing.assert_array_equal(a, b)
+
+
+def test_sample_cli_extend_and_interpolate(reference_run, data_dir, tmp_path):
+    ref_dir, _ = reference_run
+    for application, flags, frames in [("extend", ["--num_frames=10"], 10),
+                                       ("interpolate", [], 8)]:
+        out = str(tmp_path / application)
+        result = run_main(ref_dir, data_dir, "runlocal,steps=12", "--mode=sample",
+                          f"--application={application}", "--sampler=ddim", "--num_steps=3",
+                          "--num_samples=2", f"--output_dir={out}", *flags)
+        assert result.returncode == 0, result.stdout + result.stderr
+        videos = np.load(os.path.join(out, "samples.npz"))["videos"]
+        assert videos.shape == (2, frames, 16, 16, 1) and videos.dtype == np.uint8
+        for name in ("sample_00.mp4", "sample_01.gif", "grid.png", "info.json"):
+            assert os.path.getsize(os.path.join(out, name)) > 0
+
+
+def test_sample_cli_without_checkpoint_is_a_clear_error(data_dir, tmp_path):
+    result = run_main(str(tmp_path / "empty"), data_dir, "runlocal", "--mode=sample")
+    assert result.returncode == 2
+    assert "no checkpoints" in result.stderr and "Traceback" not in result.stderr

@@ -17,19 +17,39 @@ config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/vdm_digits.py[:ARGS].",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
-flags.DEFINE_enum("mode", "train", ["train"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "sample"],
+                  "train: train (resuming from WORKDIR); sample: sample from WORKDIR's checkpoint.")
 flags.DEFINE_bool("multiprocess", False,
                   "Call jax.distributed.initialize() first (TPU pods, multi-node GPU; "
                   "coordinator/process ids come from the environment, see launch/).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+# --mode=sample options (see vdiff/sampling.py).
+flags.DEFINE_enum("application", "unconditional",
+                  ["unconditional", "extend", "interpolate", "super_resolve"], "What to sample.")
+flags.DEFINE_string("sampler", "ancestral", "ancestral | ddim | pc | dpmpp_2m")
+flags.DEFINE_integer("num_steps", 128, "Sampler steps.")
+flags.DEFINE_integer("num_samples", 4, "Videos to sample.")
+flags.DEFINE_integer("num_frames", 0, "Output length for --application=extend (0: 4 windows).")
+flags.DEFINE_integer("seed", 0, "Sampling seed.")
+flags.DEFINE_integer("label", -1, "Class label for class-conditional models (-1: cycle).")
+flags.DEFINE_float("guidance_scale", 0.0, "Classifier-free guidance weight w.")
+flags.DEFINE_enum("conditioning", "reconstruction", ["reconstruction", "replacement"],
+                  "How extend/interpolate condition on given frames.")
+flags.DEFINE_float("recon_weight", 4.0, "Reconstruction guidance weight w_r.")
+flags.DEFINE_integer("sr_factor", 2, "Downsampling factor of the input for super_resolve.")
+flags.DEFINE_string("input_video", "", "Video file to extend / interpolate / super-resolve.")
+flags.DEFINE_string("output_dir", "", "Where to write samples (default WORKDIR/samples/...).")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: printed with their message, no traceback."""
     from vdiff.data.pipeline import DatasetNotFoundError
     from vdiff.errors import ConfigError
+    from vdiff.sampling import CheckpointNotFoundError
     from vdiff.train.trainer import NonFiniteLossError
-    return (ConfigError, DatasetNotFoundError, NonFiniteLossError)
+    return (ConfigError, DatasetNotFoundError, NonFiniteLossError, CheckpointNotFoundError,
+            FileNotFoundError)
 
 
 class _QuietLibraries(py_logging.Filter):
@@ -56,7 +76,18 @@ def main(argv: list[str]) -> int:
     from vdiff.train import trainer
     runtime.setup_compilation_cache()
     try:
-        trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        if FLAGS.mode == "train":
+            trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        else:
+            from vdiff import sampling
+            opts = sampling.SampleOptions(
+                application=FLAGS.application, sampler=FLAGS.sampler, num_steps=FLAGS.num_steps,
+                num_samples=FLAGS.num_samples, num_frames=FLAGS.num_frames, seed=FLAGS.seed,
+                label=FLAGS.label, guidance_scale=FLAGS.guidance_scale,
+                conditioning=FLAGS.conditioning, recon_weight=FLAGS.recon_weight,
+                sr_factor=FLAGS.sr_factor, input_video=FLAGS.input_video,
+                output_dir=FLAGS.output_dir)
+            sampling.run_sampling(FLAGS.config, FLAGS.workdir, opts)
     except _user_errors() as e:
         logging.error("%s: %s", type(e).__name__, e)
         print(f"\nvdiff: {type(e).__name__}: {e}", file=sys.stderr)

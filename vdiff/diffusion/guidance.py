@@ -64,7 +64,7 @@ def multi_condition_eps(eps_list: Sequence[Array], scales: Sequence[Scalar]) -> 
     """
     if len(eps_list) < 1 or len(scales) != len(eps_list) - 1:
         raise ValueError(
-            f"need len(scales) == len(eps_list) - 1 >= 0, got {len(scales)} scales for {len(eps_list)} predictions"
+            f"need len(scales) == len(eps_list) - 1, got {len(scales)} scales for {len(eps_list)} predictions"
         )
     out = eps_list[0]
     for prev, cur, scale in zip(eps_list[:-1], eps_list[1:], scales):

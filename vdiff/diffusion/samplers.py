@@ -53,6 +53,7 @@ backward pass.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable
 
 import jax
@@ -158,7 +159,7 @@ def ddim_step(
 def langevin_corrector_step(
     *, rng: Array, z: Array, x0_hat: Array, logsnr: Array, delta: Scalar = DEFAULT_LANGEVIN_DELTA
 ) -> Array:
-    """One Langevin correction at a fixed level λ (VDM, Ho et al. 2022, sec. 3.1).
+    """One Langevin correction at a fixed level λ (as in VDM, Ho et al. 2022).
 
     z ← z − ½ δ σ ε̂ + √δ σ ξ,  ε̂ = (z − α x̂0)/σ,  ξ ~ N(0, I).
 
@@ -193,8 +194,8 @@ def dpm_solver_pp_2m_step(
         D = (1 + 1/(2r)) x̂0(z_t) − (1/(2r)) x̂0(z_prev),
         z_s = (σ_s/σ_t) z_t + α_s (1 − e^{−h}) D.
 
-    `first_order` (the first step, where no previous x̂0 exists) uses D = x̂0(z_t), which is
-    the DDIM η = 0 step.  1 − e^{−h} = −expm1(−h); 1/(2r) = h / (2 h_prev).
+    `first_order` (the first step, where no previous x̂0 exists; also forced where h_prev ≤ 0)
+    uses D = x̂0(z_t), which is the DDIM η = 0 step.  1 − e^{−h} = −expm1(−h); 1/(2r) = h / (2 h_prev).
     """
     ndim = jnp.ndim(z_t)
     lp = bcast_right(jnp.asarray(logsnr_prev, jnp.float32), ndim=ndim)
@@ -202,7 +203,8 @@ def dpm_solver_pp_2m_step(
     ls = bcast_right(jnp.asarray(logsnr_s, jnp.float32), ndim=ndim)
     h = 0.5 * (ls - lt)
     h_prev = 0.5 * (lt - lp)
-    half_inv_r = jnp.where(first_order, 0.0, h / (2.0 * jnp.where(first_order, 1.0, h_prev)))
+    first = jnp.logical_or(first_order, h_prev <= 0.0)  # also where a flat schedule repeats λ
+    half_inv_r = jnp.where(first, 0.0, h / (2.0 * jnp.where(first, 1.0, h_prev)))
     data = x0_hat + half_inv_r * (x0_hat - x0_hat_prev)
     sigma_ratio = jnp.exp(0.5 * (jax.nn.log_sigmoid(-ls) - jax.nn.log_sigmoid(-lt)))
     alpha_s = jnp.exp(0.5 * jax.nn.log_sigmoid(ls))
@@ -216,7 +218,7 @@ def dpm_solver_pp_2m_step(
 
 def _check_num_steps(num_steps: int | Array) -> None:
     """Validate a concrete step count; a traced one is taken as given."""
-    if isinstance(num_steps, int) and num_steps < 1:
+    if isinstance(num_steps, numbers.Integral) and num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
 
 
@@ -360,7 +362,8 @@ def pc_sample(
 
         z_s ← z_s − ½ δ σ_s ε̂(z_s) + √δ σ_s ξ,   ε̂(z_s) = (z_s − α_s x̂0(z_s, λ_s)) / σ_s,
 
-    each with a fresh denoiser call (Ho et al. 2022, *Video Diffusion Models*, sec. 3.1;
+    each with a fresh denoiser call, δ = 0.1 by default (the Langevin corrector as written in
+    Ho et al. 2022, *Video Diffusion Models*, where it is used for conditional sampling;
     Song et al. 2021 for the predictor-corrector scheme).  The corrector loop is a
     `lax.fori_loop`, so `denoise_fn` is traced three times (predictor, corrector, final)
     for any N and M.  `post_step_fn` runs after the predictor and after every correction.

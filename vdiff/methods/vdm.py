@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vdiff.diffusion import losses, samplers, schedules, targets
+from vdiff.diffusion import guidance, losses, samplers, schedules, targets
 from vdiff.errors import ConfigError
 from vdiff.models.unet3d import UNet3D
 
@@ -146,7 +146,8 @@ class VDM:
                  guidance_scale: float = 0.0):
         """`denoise_fn(z, logsnr) -> x0_hat`, with classifier-free guidance when scale > 0.
 
-        Guidance mixes ε-predictions: ε̃ = (1 + w)·ε(z, c) − w·ε(z, ∅).
+        Guidance mixes ε-predictions: ε̃ = (1 + w)·ε(z, c) − w·ε(z, ∅), i.e. scale s = 1 + w
+        in `guidance.classifier_free_eps`; w = 0 is the plain conditional model.
         """
         def predict(z, logsnr, lab):
             out = self.model.apply({"params": params}, z, logsnr, labels=lab, train=False)
@@ -158,7 +159,7 @@ class VDM:
             if not (self.num_classes and guidance_scale):
                 return x0_hat
             _, eps_null = predict(z, logsnr, jnp.full_like(labels, self.num_classes))
-            eps_guided = (1 + guidance_scale) * eps_hat - guidance_scale * eps_null
+            eps_guided = guidance.classifier_free_eps(eps_null, eps_hat, scale=1 + guidance_scale)
             return targets.x0_from_eps(z=z, eps=eps_guided, logsnr=logsnr)
 
         return denoise_fn
