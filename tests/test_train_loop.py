@@ -181,3 +181,24 @@ def test_sample_cli_without_checkpoint_is_a_clear_error(data_dir, tmp_path):
     result = run_main(str(tmp_path / "empty"), data_dir, "runlocal", "--mode=sample")
     assert result.returncode == 2
     assert "no checkpoints" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cascade_sr_trains_and_super_resolves(data_dir, tmp_path):
+    config = os.path.join(REPO, "configs", "vdm_digits_sr.py")
+    workdir, out = str(tmp_path / "sr"), str(tmp_path / "sr_out")
+    common = [sys.executable, "-m", "vdiff.main", f"--config={config}:runlocal,steps=4",
+              f"--workdir={workdir}", f"--config.data.data_dir={data_dir}"]
+    train = subprocess.run(common, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stdout + train.stderr
+    sample = subprocess.run(common + ["--mode=sample", "--application=super_resolve",
+                                      "--sampler=ddim", "--num_steps=3", "--num_samples=2",
+                                      f"--output_dir={out}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert sample.returncode == 0, sample.stdout + sample.stderr
+    videos = np.load(os.path.join(out, "samples.npz"))["videos"]
+    assert videos.shape == (2, 4, 16, 16, 1)
+    info = json.load(open(os.path.join(out, "info.json")))
+    assert info["sr_method"] == "cascade" and np.isfinite(info["psnr_db"])
+    wrong = subprocess.run(common + ["--mode=sample", "--application=extend"], cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+    assert wrong.returncode == 2 and "super-resolution stage" in wrong.stderr

@@ -110,6 +110,12 @@ def vdm_defaults() -> ml_collections.ConfigDict:
         fps=8,
     ))
 
+    c.sr = ml_collections.ConfigDict(dict(  # method 'vdm_sr' (cascaded super-resolution)
+        factor=2,
+        cond_noise_max=0.2,  # conditioning augmentation: std ~ U[0, max] at training
+        sample_cond_noise=0.0,
+    ))
+
     c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1, 1)))  # (data, fsdp, tensor)
     c.sharding = ml_collections.ConfigDict(dict(logical_axis_rules=()))  # () = defaults
     return c

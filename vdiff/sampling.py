@@ -204,6 +204,40 @@ def interpolate(ws: WindowSampler, rng: jax.Array, video: jax.Array) -> jax.Arra
     return jnp.concatenate(out, axis=1)[:, :2 * t_in]
 
 
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of videos in [−1, 1] (peak-to-peak 2)."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float(10 * np.log10(4.0 / max(mse, 1e-12)))
+
+
+def _cascade_super_resolve(method, params, rng, opts: SampleOptions, labels, start):
+    """Cascaded SR: low-res input from --input_video, else the held-out split (with PSNR)."""
+    d = method.config.data
+    extra: dict[str, Any] = {"sr_method": "cascade", "factor": method.factor}
+    if start is not None:
+        low, truth = start[:, :d.num_frames], None
+    else:
+        from vdiff.data import pipeline
+        it = pipeline.make_iterator(d, split="test", seed=opts.seed,
+                                    global_batch_size=opts.num_samples, shuffle=False)
+        batch = next(it)
+        truth = jnp.asarray(batch["video"], jnp.float32) / 127.5 - 1.0
+        low = method.downsample(truth)
+        if method.num_classes:
+            labels = jnp.asarray(batch["label"])
+    fn = jax.jit(lambda p, r, x: method.upsample(
+        p, r, x, labels=labels, sampler=opts.sampler, num_steps=opts.num_steps,
+        guidance_scale=opts.guidance_scale, **opts.sampler_kwargs))
+    out = fn(params, rng, low)
+    if truth is not None:
+        from vdiff.methods.vdm_sr import upsample_nearest
+        extra["psnr_db"] = psnr(out, truth)
+        extra["psnr_db_nearest_upsampling"] = psnr(upsample_nearest(low, method.factor), truth)
+        logging.info("super-resolution PSNR %.2f dB (nearest-neighbour upsampling: %.2f dB)",
+                     extra["psnr_db"], extra["psnr_db_nearest_upsampling"])
+    return out, extra
+
+
 def load_input_video(path: str, *, channels: int, size: int, min_frames: int) -> np.ndarray:
     """Input video as float [T, size, size, channels] in [−1, 1]; clear errors on mismatch."""
     frames = video_io.read_video(path)
@@ -239,6 +273,9 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
     method = get_method(config)
     mesh = sharding.make_mesh(config.mesh.shape)
     d = config.data
+    if getattr(method, "upsample", None) is not None and opts.application != "super_resolve":
+        raise ConfigError(f"{config.method} is a super-resolution stage: use "
+                          f"--application=super_resolve")
     params, step = restore_ema_params(config, workdir, method, mesh)
     labels = None
     if method.num_classes:
@@ -252,13 +289,15 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
         ws = WindowSampler(method, params, opts, labels)
         start = None
         if opts.input_video:
-            in_size = d.resolution // opts.sr_factor if opts.application == "super_resolve" \
+            factor = getattr(method, "factor", opts.sr_factor)
+            in_size = d.resolution // factor if opts.application == "super_resolve" \
                 else d.resolution
             x = load_input_video(opts.input_video, channels=method.channels, size=in_size,
                                  min_frames=d.num_frames if opts.application == "super_resolve"
                                  else 1)
             start = jnp.broadcast_to(jnp.asarray(x)[None], (opts.num_samples, *x.shape))
         rng, sub = jax.random.split(rng)
+        extra: dict[str, Any] = {}
         if opts.application == "unconditional":
             videos = ws.free(sub)
         elif opts.application == "extend":
@@ -268,7 +307,9 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
             base = ws.free(sub) if start is None else start
             rng, sub = jax.random.split(rng)
             videos = interpolate(ws, sub, base)
-        else:  # super_resolve
+        elif getattr(method, "upsample", None) is not None:  # a cascaded SR model
+            videos, extra = _cascade_super_resolve(method, params, sub, opts, labels, start)
+        else:  # super_resolve by reconstruction guidance with an unconditional model
             if d.resolution % opts.sr_factor:
                 raise ConfigError(f"--sr_factor={opts.sr_factor} must divide {d.resolution}")
             low = (guidance.downsample_observe_fn(opts.sr_factor)(ws.free(sub)) if start is None
@@ -280,7 +321,7 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
     directory = opts.output_dir or os.path.join(workdir, "samples",
                                                 f"{opts.application}_step{step:07d}")
     info = {"step": step, "params": "ema", **dataclasses.asdict(opts),
-            "frames": int(videos.shape[1]), "nfe_per_window": ws.nfe}
+            "frames": int(videos.shape[1]), "nfe_per_window": ws.nfe, **extra}
     write_outputs(videos, directory, fps=opts.fps, info=info)
     logging.info("wrote %d %s videos of %d frames to %s", videos.shape[0], opts.application,
                  videos.shape[1], directory)

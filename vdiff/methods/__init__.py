@@ -9,6 +9,7 @@ from vdiff.errors import ConfigError
 
 METHODS: dict[str, str] = {
     "vdm": "vdiff.methods.vdm:VDM",
+    "vdm_sr": "vdiff.methods.vdm_sr:VDMSuperRes",
 }
 
 

@@ -104,12 +104,18 @@ class VDM:
         return batch
 
     # -- training -----------------------------------------------------------
+    def conditioning(self, x0: jax.Array, rng: jax.Array | None) -> jax.Array | None:
+        """Extra network input derived from the clean frames (None for plain VDM)."""
+        del x0, rng
+        return None
+
     def init(self, rng: jax.Array, batch: dict[str, Any]) -> Any:
         """Parameters (with logical-partitioning boxes) for a batch of this shape."""
         x, labels, is_image = pack_joint_batch(batch, self.num_classes)
         logsnr = jnp.zeros((x.shape[0],), jnp.float32)
         variables = self.model.init({"params": rng}, x, logsnr, labels=labels,
-                                    frame_is_image=is_image, train=False)
+                                    frame_is_image=is_image, cond=self.conditioning(x, None),
+                                    train=False)
         return variables["params"]
 
     def loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array,
@@ -127,8 +133,8 @@ class VDM:
                 labels = drop_labels(rng_drop, labels, is_image, null_class=self.num_classes,
                                      drop_prob=d.cond_drop_prob)
             out = self.model.apply({"params": params}, z, logsnr, labels=labels,
-                                   frame_is_image=is_image, train=train,
-                                   rngs={"dropout": rng_dropout})
+                                   frame_is_image=is_image, cond=self.conditioning(x0, rng_drop),
+                                   train=train, rngs={"dropout": rng_dropout})
             per_frame = lambda mask: losses.diffusion_loss(  # noqa: E731
                 x0=x0, eps=eps, logsnr=logsnr, model_output=out,
                 parameterization=self.parameterization, loss_space=d.loss_space,
@@ -143,14 +149,15 @@ class VDM:
 
     # -- sampling -----------------------------------------------------------
     def denoiser(self, params: Any, *, labels: jax.Array | None = None,
-                 guidance_scale: float = 0.0):
+                 guidance_scale: float = 0.0, cond: jax.Array | None = None):
         """`denoise_fn(z, logsnr) -> x0_hat`, with classifier-free guidance when scale > 0.
 
         Guidance mixes ε-predictions: ε̃ = (1 + w)·ε(z, c) − w·ε(z, ∅), i.e. scale s = 1 + w
         in `guidance.classifier_free_eps`; w = 0 is the plain conditional model.
         """
         def predict(z, logsnr, lab):
-            out = self.model.apply({"params": params}, z, logsnr, labels=lab, train=False)
+            out = self.model.apply({"params": params}, z, logsnr, labels=lab, cond=cond,
+                                   train=False)
             return targets.predictions(z=z, model_output=out, logsnr=logsnr,
                                        parameterization=self.parameterization)
 

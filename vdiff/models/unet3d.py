@@ -9,7 +9,9 @@ attention is enough to train on images and videos jointly.
     out = UNet3D(...).apply(params, z, logsnr, labels=..., frame_is_image=..., train=...)
 
 z: [B, F, H, W, C]; logsnr: [B] (or [B, F]); labels: int [B] or [B, F] with
-`num_classes` as the null class; frame_is_image: bool [B, F].
+`num_classes` as the null class; frame_is_image: bool [B, F]; cond: optional
+[B, F, H, W, C'] concatenated to z channel-wise before the first convolution (the
+upsampled low-resolution video of a cascaded super-resolution stage).
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ class UNet3D(nn.Module):
                                   self.dtype)
 
     @nn.compact
-    def __call__(self, z, logsnr, *, labels=None, frame_is_image=None, train: bool = False):
+    def __call__(self, z, logsnr, *, labels=None, frame_is_image=None, cond=None,
+                 train: bool = False):
         if z.ndim != 5:
             raise ValueError(f"UNet3D expects [B, F, H, W, C] input, got shape {z.shape}")
         size = z.shape[2]
@@ -88,8 +91,9 @@ class UNet3D(nn.Module):
             emb = ConditioningEmbedding(emb_dim, self.num_classes, self.dtype)(
                 logsnr, labels, z.shape[1])
 
+        x = z if cond is None else jnp.concatenate([z, cond.astype(z.dtype)], axis=-1)
         h = SpatialConv(self.base_channels, dtype=self.dtype, name="conv_in")(
-            P.constrain_video(z.astype(self.dtype)))
+            P.constrain_video(x.astype(self.dtype)))
         skips = [h]
         for level, mult in enumerate(self.channel_mults):
             with jax.named_scope(f"down_{level}"):
