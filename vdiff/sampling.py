@@ -273,6 +273,11 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
     method = get_method(config)
     mesh = sharding.make_mesh(config.mesh.shape)
     d = config.data
+    rounded = sharding.round_up_to_data_parallel(opts.num_samples, mesh)
+    if rounded != opts.num_samples:
+        logging.info("num_samples %d → %d (a multiple of the data-parallel size %d)",
+                     opts.num_samples, rounded, sharding.data_parallel_size(mesh))
+        opts.num_samples = rounded
     if getattr(method, "upsample", None) is not None and opts.application != "super_resolve":
         raise ConfigError(f"{config.method} is a super-resolution stage: use "
                           f"--application=super_resolve")

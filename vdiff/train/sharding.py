@@ -123,6 +123,12 @@ def data_parallel_size(mesh: Mesh) -> int:
     return math.prod(mesh.shape[a] for a in BATCH_AXES)
 
 
+def round_up_to_data_parallel(n: int, mesh: Mesh) -> int:
+    """Smallest multiple of the data-parallel size ≥ n (sample batches are sharded over it)."""
+    dp = data_parallel_size(mesh)
+    return -(-n // dp) * dp
+
+
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Host-local numpy batch → global jax.Arrays sharded over the data axes."""
     return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), v)

@@ -199,7 +199,7 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
                     ckpt.save(step, state, data_iter.get_state(), force=True)
                 every = config.train.sample_every
                 if (every and step % every == 0) or is_last:
-                    generate_samples(method, config, state, rng_sample, workdir, step)
+                    generate_samples(method, config, state, rng_sample, workdir, step, mesh)
                     t_window = time.perf_counter()
                 if stop.requested and not is_last:
                     ckpt.wait()
@@ -213,12 +213,14 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
 
 
 def generate_samples(method: Any, config: Any, state: TrainState, rng: jax.Array,
-                     workdir: str, step: int) -> None:
+                     workdir: str, step: int, mesh: Any) -> None:
     """Samples from the EMA params and writes videos + a PNG grid under workdir/samples."""
     s = config.sample
     t0 = time.perf_counter()
+    # The model pins its batch to the data axes, so the sample count must divide evenly.
+    num_samples = sharding.round_up_to_data_parallel(s.num_samples, mesh)
     sample_fn = jax.jit(lambda p, r: method.sample(
-        p, r, num_samples=s.num_samples, num_steps=s.num_steps,
+        p, r, num_samples=num_samples, num_steps=s.num_steps,
         guidance_scale=s.guidance_scale, gamma=s.gamma))
     videos = sample_fn(state.ema_params, jax.random.fold_in(rng, step))
     if jax.process_count() > 1:
