@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
+import glob
 import os
-import warnings
+import re
+import shutil
+import subprocess
 
 import imageio.v3 as iio
 import numpy as np
@@ -39,28 +41,45 @@ def write_video(path: str, frames: np.ndarray, *, fps: int = 8) -> None:
         raise ValueError(f"unsupported video extension {ext!r} for {path}; use .mp4 or .gif")
 
 
-def _write_mp4_ffmpeg(path: str, frames: np.ndarray, fps: int) -> None:
+def _ffmpeg() -> str:
+    """Path of ffmpeg: $IMAGEIO_FFMPEG_EXE, the binary in the imageio-ffmpeg wheel, or PATH.
+
+    Found by file lookup only: imageio-ffmpeg's own lookup test-runs candidates with a
+    `preexec_fn` (see `_run_ffmpeg`).
+    """
+    if os.environ.get("IMAGEIO_FFMPEG_EXE"):
+        return os.environ["IMAGEIO_FFMPEG_EXE"]
     import imageio_ffmpeg
 
+    bin_dir = os.path.join(os.path.dirname(imageio_ffmpeg.__file__), "binaries")
+    found = sorted(glob.glob(os.path.join(bin_dir, "ffmpeg*")))
+    found = [f for f in found if os.access(f, os.X_OK)] or [shutil.which("ffmpeg") or ""]
+    if not found[0]:
+        raise RuntimeError("no ffmpeg found: reinstall imageio-ffmpeg or set IMAGEIO_FFMPEG_EXE")
+    return found[0]
+
+
+def _run_ffmpeg(args: list[str], *, data: bytes | None = None) -> tuple[bytes, str]:
+    """Runs the bundled ffmpeg; returns (stdout, stderr) or raises ValueError with its error.
+
+    Spawned with plain `subprocess.run` rather than imageio-ffmpeg's helpers: those pass a
+    Python `preexec_fn`, which runs Python code between fork and exec and can deadlock in a
+    multithreaded (JAX, grain, orbax) process — seen here as a sample writer that hung.
+    """
+    proc = subprocess.run([_ffmpeg(), "-hide_banner", *args], input=data,
+                          stdin=None if data is not None else subprocess.DEVNULL,
+                          capture_output=True, check=False)
+    if proc.returncode != 0:
+        lines = [x for x in proc.stderr.decode(errors="replace").splitlines() if x.strip()]
+        raise ValueError(lines[-1] if lines else f"ffmpeg exited with {proc.returncode}")
+    return proc.stdout, proc.stderr.decode(errors="replace")
+
+
+def _write_mp4_ffmpeg(path: str, frames: np.ndarray, fps: int) -> None:
     h, w = frames.shape[1:3]
-    with _ffmpeg_subprocess():
-        writer = imageio_ffmpeg.write_frames(path, (w, h), fps=fps, codec="libx264",
-                                             pix_fmt_out="yuv420p", macro_block_size=1,
-                                             ffmpeg_log_level="error")
-        writer.send(None)
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
-
-
-@contextlib.contextmanager
-def _ffmpeg_subprocess():
-    """ffmpeg runs as a child process; Python warns about forking a JAX process, but the
-    child execs ffmpeg at once and never touches JAX state, so the warning is noise here."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
-                                category=RuntimeWarning)
-        yield
+    _run_ffmpeg(["-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+                 "-r", str(fps), "-i", "-", "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                 "-crf", "15", "-y", path], data=np.ascontiguousarray(frames).tobytes())
 
 
 def read_video(path: str) -> np.ndarray:
@@ -81,16 +100,16 @@ def read_video(path: str) -> np.ndarray:
 
 
 def _read_mp4_ffmpeg(path: str) -> np.ndarray:
-    import imageio_ffmpeg
-
-    with _ffmpeg_subprocess():
-        reader = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24")
-        meta = reader.__next__()
-        w, h = meta["size"]
-        frames = [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader]
-    if not frames:
-        raise ValueError("no frames")
-    return np.stack(frames)
+    _, info = _run_ffmpeg(["-i", path, "-f", "null", "-"])
+    match = re.search(r"Video: [^\n]*?, (\d+)x(\d+)[\s,\[]", info)
+    if not match:
+        raise ValueError("no video stream")
+    w, h = int(match.group(1)), int(match.group(2))
+    raw, _ = _run_ffmpeg(["-loglevel", "error", "-i", path, "-f", "rawvideo", "-pix_fmt",
+                          "rgb24", "-"])
+    if not raw or len(raw) % (h * w * 3):
+        raise ValueError("no frames decoded")
+    return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
 
 
 def write_grid_png(path: str, videos: np.ndarray, *, border: int = 1) -> None:
