@@ -273,11 +273,11 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
     method = get_method(config)
     mesh = sharding.make_mesh(config.mesh.shape)
     d = config.data
-    rounded = sharding.round_up_to_data_parallel(opts.num_samples, mesh)
-    if rounded != opts.num_samples:
-        logging.info("num_samples %d → %d (a multiple of the data-parallel size %d)",
-                     opts.num_samples, rounded, sharding.data_parallel_size(mesh))
-        opts.num_samples = rounded
+    # The batch is sharded over the data axes: sample a multiple of their size, keep the
+    # requested number.
+    requested = opts.num_samples
+    opts = dataclasses.replace(
+        opts, num_samples=sharding.round_up_to_data_parallel(requested, mesh))
     if getattr(method, "upsample", None) is not None and opts.application != "super_resolve":
         raise ConfigError(f"{config.method} is a super-resolution stage: use "
                           f"--application=super_resolve")
@@ -321,11 +321,11 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
                    else start[:, :d.num_frames])
             rng, sub = jax.random.split(rng)
             videos = ws.super_resolve(sub, low, opts.sr_factor)
-        videos = np.asarray(jax.device_get(videos))
+        videos = np.asarray(jax.device_get(videos))[:requested]
         ws.bar.close()
     directory = opts.output_dir or os.path.join(workdir, "samples",
                                                 f"{opts.application}_step{step:07d}")
-    info = {"step": step, "params": "ema", **dataclasses.asdict(opts),
+    info = {"step": step, "params": "ema", **dataclasses.asdict(opts), "num_samples": requested,
             "frames": int(videos.shape[1]), "nfe_per_window": ws.nfe, **extra}
     write_outputs(videos, directory, fps=opts.fps, info=info)
     logging.info("wrote %d %s videos of %d frames to %s", videos.shape[0], opts.application,

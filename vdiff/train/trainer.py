@@ -225,7 +225,7 @@ def generate_samples(method: Any, config: Any, state: TrainState, rng: jax.Array
     videos = sample_fn(state.ema_params, jax.random.fold_in(rng, step))
     if jax.process_count() > 1:
         videos = multihost_utils.process_allgather(videos, tiled=True)
-    videos = np.asarray(jax.device_get(videos))
+    videos = np.asarray(jax.device_get(videos))[:s.num_samples]
     if _is_main_process():
         directory = os.path.join(workdir, "samples", f"step_{step:07d}")
         paths = write_samples(videos, directory, fps=s.fps)
