@@ -88,13 +88,11 @@ def write_samples(videos: np.ndarray, directory: str, *, fps: int) -> list[str]:
 
 def check_config(config: Any) -> None:
     """Cheap consistency checks with messages that say what to change."""
-    per_process, rem = divmod(config.train.batch_size, jax.process_count())
-    if rem:
+    if config.train.batch_size % jax.process_count():
         raise ConfigError(f"train.batch_size={config.train.batch_size} is not divisible by the "
-                         f"number of processes ({jax.process_count()})")
+                          f"number of processes ({jax.process_count()})")
     if config.train.num_steps <= 0:
         raise ConfigError("train.num_steps must be positive")
-    del per_process
 
 
 def train_and_evaluate(config: Any, workdir: str) -> TrainState:
@@ -146,6 +144,8 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
     try:
         with _StopFlag() as stop, jax.set_mesh(mesh), nn.logical_axis_rules(fns.rules):
             step_fn, flops = None, None
+            peak = metrics_lib.peak_flops_per_device()
+            sample_fn = make_sample_fn(method, config, mesh)
             window = None
             t_window, steps_window = time.perf_counter(), 0
             t_start, step_start = time.perf_counter(), step
@@ -181,7 +181,6 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
                     dt = time.perf_counter() - t_window
                     rate = steps_window / max(dt, 1e-9)
                     values["steps_per_sec"] = rate
-                    peak = metrics_lib.peak_flops_per_device()
                     if flops is not None and peak is not None:
                         values["tflops_per_sec_per_device"] = flops * rate / 1e12
                         values["mfu"] = flops * rate / peak
@@ -199,7 +198,7 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
                     ckpt.save(step, state, data_iter.get_state(), force=True)
                 every = config.train.sample_every
                 if (every and step % every == 0) or is_last:
-                    generate_samples(method, config, state, rng_sample, workdir, step, mesh)
+                    generate_samples(sample_fn, config, state, rng_sample, workdir, step)
                     t_window = time.perf_counter()
                 if stop.requested and not is_last:
                     ckpt.wait()
@@ -212,16 +211,21 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
     return state
 
 
-def generate_samples(method: Any, config: Any, state: TrainState, rng: jax.Array,
-                     workdir: str, step: int, mesh: Any) -> None:
+def make_sample_fn(method: Any, config: Any, mesh: Any):
+    """Jitted sampler of the periodic samples, built once so each call reuses the compile."""
+    s = config.sample
+    # The model pins its batch to the data axes, so the sample count must divide evenly.
+    num_samples = sharding.round_up_to_data_parallel(s.num_samples, mesh)
+    return jax.jit(lambda p, r: method.sample(
+        p, r, num_samples=num_samples, num_steps=s.num_steps,
+        guidance_scale=s.guidance_scale, gamma=s.gamma))
+
+
+def generate_samples(sample_fn: Any, config: Any, state: TrainState, rng: jax.Array,
+                     workdir: str, step: int) -> None:
     """Samples from the EMA params and writes videos + a PNG grid under workdir/samples."""
     s = config.sample
     t0 = time.perf_counter()
-    # The model pins its batch to the data axes, so the sample count must divide evenly.
-    num_samples = sharding.round_up_to_data_parallel(s.num_samples, mesh)
-    sample_fn = jax.jit(lambda p, r: method.sample(
-        p, r, num_samples=num_samples, num_steps=s.num_steps,
-        guidance_scale=s.guidance_scale, gamma=s.gamma))
     videos = sample_fn(state.ema_params, jax.random.fold_in(rng, step))
     if jax.process_count() > 1:
         videos = multihost_utils.process_allgather(videos, tiled=True)
