@@ -5,9 +5,13 @@ Base channels 256, multipliers (1,2,4,8), 2 res blocks per level, attention at
 EMA 0.9999, 8 extra independent images per video (joint training), cosine
 log-SNR clipped to [−20, 20], v-prediction.
 
-UCF-101 must be prepared locally first (the data issue adds the builder; until
-then this config stops at once with instructions). `runlocal` shrinks the model
-and batch for a CPU smoke test.
+UCF-101 is read from a local copy, prepared once (see README):
+
+    python -m vdiff.data.prepare ucf101 --manual_dir=/data/UCF101 --resolution=64
+
+or prepared on first use with `--config.data.source_dir=/data/UCF101`. Clips of
+16 frames at a random start with stride 1 (25 fps), random horizontal flips.
+`runlocal` shrinks the model and batch for a CPU smoke test.
 """
 
 from vdiff import config_lib
@@ -20,8 +24,11 @@ def get_config(arg=None):
     c.data.channels = 3
     c.data.num_frames, c.data.resolution = 16, 64
     c.data.num_images_per_video = 8
+    c.data.builder_config = ""  # res{resolution}_split{ucf_split}
+    c.data.ucf_split = 1
     c.data.temporal_crop = "random"
-    c.data.build_if_missing = False
+    c.data.random_flip = True
+    c.data.worker_count = 8  # decoding JPEG clips for ~200 clips/s on one GPU (see README)
 
     c.model.base_channels = 256
     c.model.channel_mults = (1, 2, 4, 8)
@@ -50,6 +57,9 @@ def get_config(arg=None):
         c.model.attn_resolutions = c.model.temporal_attn_resolutions = (8,)
         c.model.head_dim = 8
         c.model.dtype = "float32"
-        c.data.num_frames, c.data.resolution, c.data.num_images_per_video = 4, 16, 2
+        c.data.num_frames, c.data.num_images_per_video = 4, 2
+        c.data.builder_config = f"res64_split{c.data.ucf_split}"
+        c.data.resolution = 16  # pooled 4× from the 64-px copy
+        c.data.worker_count = 0
         c.train.batch_size, c.train.num_steps, c.train.log_every = 8, 20, 5
     return c

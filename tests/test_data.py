@@ -134,7 +134,7 @@ def test_ucf_not_prepared_message(tmp_path):
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("num_frames", 99, "only 8 frames"), ("resolution", 24, "must divide"),
+    ("num_frames", 99, "has 8 frames"), ("resolution", 24, "does not divide"),
     ("channels", 3, "channels"), ("name", "mnist", "unknown data.name")])
 def test_bad_data_config(data_config, key, value, match):
     bad = data_config.copy_and_resolve_references()

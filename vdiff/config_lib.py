@@ -45,16 +45,26 @@ def vdm_defaults() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.data = ml_collections.ConfigDict(dict(
-        name="moving_digits",
-        builder_config="default",
+        name="moving_digits",  # moving_digits | ucf101 | video_folder | single_video
+        builder_config="default",  # tfds config; '' → derived (ucf101: res{R}_split{S})
         data_dir="",  # '' → $VDIFF_DATA_DIR or ~/.cache/vdiff/datasets
-        build_if_missing=True,
+        source_dir="",  # raw source: UCF-101 root, folder of videos, or the single video
+        build_if_missing=True,  # prepare on first use (ucf101/video_folder need source_dir)
+        ucf_split=1,  # official UCF-101 train/test split 1, 2 or 3
+        folder_name="",  # video_folder: dataset name ('' → basename of source_dir)
+        labels_from_subfolders=False,  # video_folder: class = first sub-folder
+        min_frames=16,  # video_folder preparation: shorter videos are skipped
+        max_frames=0,  # single_video: keep the first N frames (0 = all)
         channels=1,
-        num_frames=16,
+        num_frames=16,  # frames per clip (single_video: 0 = the whole clip)
+        frame_stride=1,  # clip frames this far apart (clamped for short videos)
         resolution=64,
-        temporal_crop="first",  # 'first' or 'random'
+        temporal_crop="first",  # clip start: 'first' or 'random'
+        crop_fraction=1.0,  # < 1: random spatial crop of this fraction (SinFusion)
+        random_flip=False,  # random horizontal flip
         num_images_per_video=0,  # K images packed after each video (joint training)
         read_threads=2,  # grain reader threads per process (prefetching batches)
+        worker_count=0,  # > 0: decode/augment in this many worker processes
     ))
 
     c.model = ml_collections.ConfigDict(dict(

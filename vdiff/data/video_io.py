@@ -1,4 +1,10 @@
-"""Writing and reading sample videos: mp4 (ffmpeg from the imageio-ffmpeg wheel), gif, PNG grids."""
+"""Video files in and out: the ffmpeg from the imageio-ffmpeg wheel, gifs, frame folders, PNG grids.
+
+`decode_video` is the dataset-preparation reader: it lets ffmpeg resize (area
+filter, shorter side → R) and center-crop to R×R while decoding, and in strict
+mode treats any decoder error as a corrupt file — a truncated AVI decodes
+"successfully" with ffmpeg exit code 0 and only an error on stderr.
+"""
 
 from __future__ import annotations
 
@@ -26,19 +32,32 @@ def _as_rgb(frames: np.ndarray) -> np.ndarray:
     return np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
 
 
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mov", ".mkv", ".gif")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+# Encoder arguments per container written by `write_video` (besides gif).
+_ENCODERS = {
+    ".mp4": ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "15"],
+    ".avi": ["-c:v", "mpeg4", "-q:v", "3"],  # MPEG-4 part 2, as in UCF-101's xvid files
+    ".webm": ["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-crf", "20", "-b:v", "0"],
+    ".mov": ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "15"],
+}
+
+
 def write_video(path: str, frames: np.ndarray, *, fps: int = 8) -> None:
-    """Writes uint8 [T, H, W, C] frames to `.mp4` (H.264) or `.gif`, chosen by extension."""
+    """Writes uint8 [T, H, W, C] frames to mp4/avi/webm/mov (ffmpeg) or gif, by extension."""
     frames = _as_rgb(frames)
     ext = os.path.splitext(path)[1].lower()
-    if ext == ".mp4":
-        # Even sizes for yuv420p; small sizes are fine with macro_block_size=1.
+    if ext in _ENCODERS:
+        # Even sizes for 4:2:0 chroma.
         h, w = frames.shape[1:3]
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
-        _write_mp4_ffmpeg(path, frames, fps)
+        _encode_ffmpeg(path, frames, fps, _ENCODERS[ext])
     elif ext == ".gif":
         iio.imwrite(path, frames, extension=".gif", duration=1000 / fps, loop=0)
     else:
-        raise ValueError(f"unsupported video extension {ext!r} for {path}; use .mp4 or .gif")
+        raise ValueError(f"unsupported video extension {ext!r} for {path}; "
+                         f"use one of {', '.join(sorted(_ENCODERS) + ['.gif'])}")
 
 
 def _ffmpeg() -> str:
@@ -75,11 +94,11 @@ def _run_ffmpeg(args: list[str], *, data: bytes | None = None) -> tuple[bytes, s
     return proc.stdout, proc.stderr.decode(errors="replace")
 
 
-def _write_mp4_ffmpeg(path: str, frames: np.ndarray, fps: int) -> None:
+def _encode_ffmpeg(path: str, frames: np.ndarray, fps: int, codec_args: list[str]) -> None:
     h, w = frames.shape[1:3]
     _run_ffmpeg(["-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
-                 "-r", str(fps), "-i", "-", "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-                 "-crf", "15", "-y", path], data=np.ascontiguousarray(frames).tobytes())
+                 "-r", str(fps), "-i", "-", "-an", *codec_args, "-y", path],
+                data=np.ascontiguousarray(frames).tobytes())
 
 
 def read_video(path: str) -> np.ndarray:
@@ -99,17 +118,104 @@ def read_video(path: str) -> np.ndarray:
     return frames[..., :3]
 
 
-def _read_mp4_ffmpeg(path: str) -> np.ndarray:
-    _, info = _run_ffmpeg(["-i", path, "-f", "null", "-"])
+def _probe_size(path: str) -> tuple[int, int]:
+    """(height, width) of the first video stream, from ffmpeg's stream description."""
+    _, info = _run_ffmpeg(["-i", path, "-frames:v", "1", "-f", "null", "-"])
     match = re.search(r"Video: [^\n]*?, (\d+)x(\d+)[\s,\[]", info)
     if not match:
         raise ValueError("no video stream")
-    w, h = int(match.group(1)), int(match.group(2))
+    return int(match.group(2)), int(match.group(1))
+
+
+def _read_mp4_ffmpeg(path: str) -> np.ndarray:
+    h, w = _probe_size(path)
     raw, _ = _run_ffmpeg(["-loglevel", "error", "-i", path, "-f", "rawvideo", "-pix_fmt",
                           "rgb24", "-"])
     if not raw or len(raw) % (h * w * 3):
         raise ValueError("no frames decoded")
     return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
+
+
+class DecodeError(ValueError):
+    """A file that is not a (fully) decodable video; the message is the reason."""
+
+
+def decode_video(path: str, *, resolution: int = 0, max_frames: int = 0,
+                 strict: bool = True) -> np.ndarray:
+    """Decodes a video file to uint8 [T, R, R, 3]: shorter side resized to R, center crop.
+
+    resolution=0 keeps the native size. max_frames > 0 keeps only the first frames.
+    strict: any decoder error (truncated or damaged stream) raises DecodeError instead
+    of returning the frames that did decode. Any format the bundled ffmpeg reads works
+    (mp4, avi, webm, mov, mkv, gif).
+    """
+    if not os.path.isfile(path):
+        raise DecodeError("not a file")
+    if os.path.getsize(path) == 0:
+        raise DecodeError("zero-byte file")
+    if resolution:
+        r = int(resolution)
+        h, w = r, r
+        # Shorter side → r (the other rounded to even), then the central r×r.
+        vf = [f"scale=w='if(gt(iw,ih),-2,{r})':h='if(gt(iw,ih),{r},-2)':flags=area",
+              f"crop={r}:{r}"]
+    else:
+        try:
+            h, w = _probe_size(path)
+        except ValueError as e:
+            raise DecodeError(f"cannot read: {e}") from None
+        vf = []
+    # passthrough: each decoded frame once (no duplicates to fill a constant rate, e.g. gifs).
+    args = ["-loglevel", "error", "-nostdin", "-i", path, "-an", "-fps_mode", "passthrough"]
+    if vf:
+        args += ["-vf", ",".join(vf)]
+    if max_frames:
+        args += ["-frames:v", str(int(max_frames))]
+    try:
+        raw, err = _run_ffmpeg(args + ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+    except ValueError as e:
+        raise DecodeError(f"cannot decode: {e}") from None
+    # "[mpeg4 @ 0x55…] illegal dc vlc" → "mpeg4: illegal dc vlc"
+    err_lines = [re.sub(r"^\[(\S+) @ 0x[0-9a-f]+\]\s*", r"\1: ", x.strip())
+                 for x in err.splitlines() if x.strip()]
+    if strict and err_lines:
+        raise DecodeError(f"decoder error (truncated or damaged file?): {err_lines[0]}")
+    if not raw or len(raw) % (h * w * 3):
+        raise DecodeError("no frames decoded")
+    return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
+
+
+def resize_center_crop(frame: np.ndarray, resolution: int) -> np.ndarray:
+    """uint8 [H, W, C] → [R, R, C]: shorter side to R (area/box filter), central crop."""
+    from PIL import Image
+
+    img = Image.fromarray(frame)
+    w, h = img.size
+    scale = resolution / min(h, w)
+    nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+    img = img.resize((nw, nh), Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC)
+    left, top = (nw - resolution) // 2, (nh - resolution) // 2
+    return np.asarray(img.crop((left, top, left + resolution, top + resolution)))
+
+
+def read_frame_folder(folder: str, *, resolution: int = 0) -> np.ndarray:
+    """A directory of frame images (sorted by name) → uint8 [T, R, R, 3]."""
+    from PIL import Image
+
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
+    if not names:
+        raise DecodeError("no frame images in folder")
+    frames = []
+    for name in names:
+        try:
+            with Image.open(os.path.join(folder, name)) as img:
+                frame = np.asarray(img.convert("RGB"))
+        except Exception as e:  # noqa: BLE001 - PIL raises many types
+            raise DecodeError(f"unreadable frame {name}: {type(e).__name__}") from None
+        frames.append(resize_center_crop(frame, resolution) if resolution else frame)
+    if len({f.shape for f in frames}) > 1:
+        raise DecodeError("frames have different sizes")
+    return np.stack(frames)
 
 
 def write_grid_png(path: str, videos: np.ndarray, *, border: int = 1) -> None:

@@ -123,7 +123,7 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
     latest = ckpt.latest_step()
     if latest is not None:
         state, data_state = ckpt.restore(latest, fns.abstract_state)
-        data_iter.set_state(data_state)
+        restore_data_state(data_iter, data_state, config.data)
         _log("resumed from %s at step %d", ckpt.directory, latest)
     else:
         with jax.set_mesh(mesh), nn.logical_axis_rules(fns.rules):
@@ -195,7 +195,7 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
                     acc, window = None, None
                     t_window, steps_window = time.perf_counter(), 0
                 if save_now:
-                    ckpt.save(step, state, data_iter.get_state(), force=True)
+                    ckpt.save(step, state, data_state_of(data_iter, config.data), force=True)
                 every = config.train.sample_every
                 if (every and step % every == 0) or is_last:
                     generate_samples(sample_fn, config, state, rng_sample, workdir, step)
@@ -208,7 +208,26 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
     finally:
         ckpt.close()
         writer.close()
+        getattr(data_iter, "close", lambda: None)()  # stops grain's worker processes
     return state
+
+
+def data_state_of(data_iter: Any, data_config: Any) -> dict[str, Any]:
+    """The iterator position as JSON. Every process's shard advances in lockstep, so the
+    position (an index into the process's own shard) is the same on all processes."""
+    return {"iterator": data_iter.get_state(), "worker_count": int(data_config.worker_count)}
+
+
+def restore_data_state(data_iter: Any, saved: dict[str, Any], data_config: Any) -> None:
+    """Puts the iterator where the checkpoint left it (the stream continues, not restarts)."""
+    if "iterator" not in saved:  # checkpoints written before the worker_count field
+        saved = {"iterator": saved, "worker_count": 0}
+    if saved["worker_count"] != int(data_config.worker_count):
+        raise ConfigError(
+            f"this checkpoint's data position was saved with data.worker_count="
+            f"{saved['worker_count']}; resume with --config.data.worker_count="
+            f"{saved['worker_count']} (the stream layout depends on it)")
+    data_iter.set_state(saved["iterator"])
 
 
 def make_sample_fn(method: Any, config: Any, mesh: Any):
