@@ -244,3 +244,49 @@ def test_vdm_ucf_trains_from_the_prepared_copy(ucf, tmp_path):
     assert [x["step"] for x in lines if "loss" in x] == [1, 2, 3]
     assert all(np.isfinite(x["loss"]) for x in lines if "loss" in x)
     assert os.path.isdir(tmp_path / "checkpoints" / "3")
+
+
+def test_worker_processes_give_the_same_resumable_stream(ucf):
+    """grain's multiprocess prefetch: same batches as in-process reading; state resumes."""
+    data = ucf["config"].data.copy_and_resolve_references()
+    kwargs = dict(split="train", seed=2, global_batch_size=4)
+    data.worker_count = 0
+    reference = pipeline.make_iterator(data, **kwargs)
+    expected = [next(reference) for _ in range(4)]
+    data.worker_count = 2
+    it = pipeline.make_iterator(data, **kwargs)
+    got = [next(it), next(it)]
+    state = json.loads(json.dumps(it.get_state()))
+    it.close()
+    resumed = pipeline.make_iterator(data, **kwargs)
+    resumed.set_state(state)
+    got += [next(resumed), next(resumed)]
+    resumed.close()
+    for a, b in zip(expected, got):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_checkpointed_data_state_must_match_worker_count():
+    from vdiff.train import trainer
+
+    class Fake:
+        def __init__(self):
+            self.state = None
+
+        def get_state(self):
+            return {"next_index": 7}
+
+        def set_state(self, s):
+            self.state = s
+
+    data = load_config("vdm_digits", "runlocal").data
+    saved = trainer.data_state_of(Fake(), data)
+    it = Fake()
+    trainer.restore_data_state(it, json.loads(json.dumps(saved)), data)
+    assert it.state == {"next_index": 7}
+    trainer.restore_data_state(it, {"next_index": 3}, data)  # older checkpoints
+    assert it.state == {"next_index": 3}
+    data.worker_count = 4
+    with pytest.raises(ConfigError, match="worker_count=0"):
+        trainer.restore_data_state(it, saved, data)

@@ -119,8 +119,10 @@ class VDM:
         return variables["params"]
 
     def loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array,
-             *, train: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
+             *, train: bool = True, step: jax.Array | None = None
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Weighted MSE (config.diffusion.loss_space) at a random noise level per example."""
+        del step  # no curriculum
         d = self.config.diffusion
         with jax.named_scope("vdm_loss"):
             x0, labels, is_image = pack_joint_batch(batch, self.num_classes)

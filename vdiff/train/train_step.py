@@ -23,7 +23,8 @@ class Method(Protocol):
     """What the train step needs from a method (vdm, sinfusion, pvdm, ...)."""
 
     def loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array,
-             *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]: ...
+             *, train: bool, step: jax.Array | None = None
+             ) -> tuple[jax.Array, dict[str, jax.Array]]: ...
 
 
 def _global_norm(tree: Any) -> jax.Array:
@@ -37,7 +38,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     rng = jax.random.fold_in(rng, state.step)
     with jax.named_scope("forward_backward"):
         (loss, aux), grads = jax.value_and_grad(
-            lambda p: method.loss(p, batch, rng, train=True), has_aux=True)(state.params)
+            lambda p: method.loss(p, batch, rng, train=True, step=state.step),
+            has_aux=True)(state.params)
     with jax.named_scope("optimizer"):
         updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
