@@ -14,6 +14,8 @@ or prepared on first use with `--config.data.source_dir=/data/UCF101`. Clips of
 `runlocal` shrinks the model and batch for a CPU smoke test.
 """
 
+import ml_collections
+
 from vdiff import config_lib
 
 
@@ -49,6 +51,8 @@ def get_config(arg=None):
     c.train.lr, c.train.b1, c.train.b2 = 3e-4, 0.9, 0.99
     c.train.ema_decay = 0.9999
     c.train.num_steps = 200_000
+    c.train.eval_every = 20_000
+    c.evals.fvd = ml_collections.ConfigDict(dict(num_videos=2048, num_steps=256))
 
     if a.runlocal:
         c.model.base_channels = 16
@@ -61,5 +65,6 @@ def get_config(arg=None):
         c.data.builder_config = f"res64_split{c.data.ucf_split}"
         c.data.resolution = 16  # pooled 4× from the 64-px copy
         c.data.worker_count = 0
+        c.evals = ml_collections.ConfigDict()
         c.train.batch_size, c.train.num_steps, c.train.log_every = 8, 20, 5
     return c

@@ -96,9 +96,11 @@ def vdm_defaults() -> ml_collections.ConfigDict:
         batch_size=128,  # global, over all processes
         num_steps=200_000,
         lr=3e-4,
-        lr_schedule="constant",  # 'constant' or 'cosine'
+        lr_schedule="constant",  # 'constant', 'cosine' or 'step'
         warmup_steps=1000,
-        final_lr_fraction=0.0,
+        final_lr_fraction=0.0,  # cosine: final lr / lr
+        lr_decay_every=0,  # step: multiply the lr by lr_decay_rate every N steps
+        lr_decay_rate=0.5,
         b1=0.9,
         b2=0.99,
         adam_eps=1e-8,
@@ -110,6 +112,7 @@ def vdm_defaults() -> ml_collections.ConfigDict:
         keep_checkpoints=3,
         async_checkpoints=True,
         sample_every=5000,  # 0 disables periodic samples (a final one is still written)
+        eval_every=0,  # steps between evaluator runs (0: at the end only, if any evals)
     ))
 
     c.sample = ml_collections.ConfigDict(dict(
@@ -125,6 +128,11 @@ def vdm_defaults() -> ml_collections.ConfigDict:
         cond_noise_max=0.2,  # conditioning augmentation: std ~ U[0, max] at training
         sample_cond_noise=0.0,
     ))
+
+    # Evaluators (vdiff/eval/evaluators.py): name → settings overriding its defaults, e.g.
+    # c.evals.fvd = dict(num_videos=256). Run on the EMA params every train.eval_every steps
+    # and by --mode=eval; results go to TensorBoard and WORKDIR/eval.jsonl.
+    c.evals = ml_collections.ConfigDict()
 
     c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1, 1)))  # (data, fsdp, tensor)
     c.sharding = ml_collections.ConfigDict(dict(logical_axis_rules=()))  # () = defaults

@@ -17,8 +17,9 @@ config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/vdm_digits.py[:ARGS].",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
-flags.DEFINE_enum("mode", "train", ["train", "sample"],
-                  "train: train (resuming from WORKDIR); sample: sample from WORKDIR's checkpoint.")
+flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"],
+                  "train: train (resuming from WORKDIR); sample: sample from WORKDIR's checkpoint; "
+                  "eval: run config.evals on WORKDIR's latest checkpoint.")
 flags.DEFINE_bool("multiprocess", False,
                   "Call jax.distributed.initialize() first (TPU pods, multi-node GPU; "
                   "coordinator/process ids come from the environment, see launch/).")
@@ -26,7 +27,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 # --mode=sample options (see vdiff/sampling.py).
 flags.DEFINE_enum("application", "unconditional",
-                  ["unconditional", "extend", "interpolate", "super_resolve"], "What to sample.")
+                  ["unconditional", "extend", "interpolate", "super_resolve",
+                   "images", "edit", "video", "extrapolate", "upsample"],
+                  "What to sample (the last five are SinFusion's, see vdiff/sinfusion_sampling.py).")
 flags.DEFINE_string("sampler", "ancestral", "ancestral | ddim | pc | dpmpp_2m")
 flags.DEFINE_integer("num_steps", 128, "Sampler steps.")
 flags.DEFINE_integer("num_samples", 4, "Videos to sample.")
@@ -40,6 +43,15 @@ flags.DEFINE_float("recon_weight", 4.0, "Reconstruction guidance weight w_r.")
 flags.DEFINE_integer("sr_factor", 2, "Downsampling factor of the input for super_resolve.")
 flags.DEFINE_string("input_video", "", "Video file to extend / interpolate / super-resolve.")
 flags.DEFINE_string("output_dir", "", "Where to write samples (default WORKDIR/samples/...).")
+flags.DEFINE_string("input_image", "", "SinFusion edit: the image to noise and denoise.")
+flags.DEFINE_float("noise_level", 0.5, "SinFusion edit: noise level t0 in (0, 1].")
+flags.DEFINE_integer("height", 0, "SinFusion images: output height (0: training size).")
+flags.DEFINE_integer("width", 0, "SinFusion images: output width (0: training size).")
+flags.DEFINE_integer("start_frame", 0,
+                     "SinFusion video/extrapolate: real frame to start from (video: -1 samples "
+                     "the first frame with the Projector).")
+flags.DEFINE_enum("direction", "forward", ["forward", "backward"], "SinFusion extrapolate.")
+flags.DEFINE_integer("upsample_factor", 2, "SinFusion upsample: 2 or 4.")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -77,7 +89,12 @@ def main(argv: list[str]) -> int:
     runtime.setup_compilation_cache()
     try:
         if FLAGS.mode == "train":
-            trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+            from vdiff.methods import training_runs
+            for config, workdir in training_runs(FLAGS.config, FLAGS.workdir):
+                trainer.train_and_evaluate(config, workdir)
+        elif FLAGS.mode == "eval":
+            from vdiff.eval import run_eval
+            run_eval.evaluate_workdir(FLAGS.config, FLAGS.workdir)
         else:
             from vdiff import sampling
             opts = sampling.SampleOptions(
@@ -86,7 +103,10 @@ def main(argv: list[str]) -> int:
                 label=FLAGS.label, guidance_scale=FLAGS.guidance_scale,
                 conditioning=FLAGS.conditioning, recon_weight=FLAGS.recon_weight,
                 sr_factor=FLAGS.sr_factor, input_video=FLAGS.input_video,
-                output_dir=FLAGS.output_dir)
+                output_dir=FLAGS.output_dir, input_image=FLAGS.input_image,
+                noise_level=FLAGS.noise_level, height=FLAGS.height, width=FLAGS.width,
+                start_frame=FLAGS.start_frame, direction=FLAGS.direction,
+                upsample_factor=FLAGS.upsample_factor)
             sampling.run_sampling(FLAGS.config, FLAGS.workdir, opts)
     except _user_errors() as e:
         logging.error("%s: %s", type(e).__name__, e)

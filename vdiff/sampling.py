@@ -44,6 +44,7 @@ from vdiff.train.checkpoint import Checkpointer
 from vdiff.train.setup import build_train_fns
 
 APPLICATIONS = ("unconditional", "extend", "interpolate", "super_resolve")
+SINFUSION_APPLICATIONS = ("images", "edit", "video", "extrapolate", "upsample")
 
 
 class CheckpointNotFoundError(RuntimeError):
@@ -67,10 +68,23 @@ class SampleOptions:
     output_dir: str = ""
     fps: int = 8
     sampler_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # SinFusion applications (vdiff/sinfusion_sampling.py)
+    input_image: str = ""  # edit: the image to noise and denoise
+    noise_level: float = 0.5  # edit: t₀ ∈ (0, 1]
+    height: int = 0  # images: output size (0 = the training frame size)
+    width: int = 0
+    start_frame: int = 0  # video/extrapolate: real frame to start from (video: -1 = Projector)
+    direction: str = "forward"  # extrapolate: forward | backward
+    upsample_factor: int = 2  # upsample: 2 or 4
 
     def check(self) -> None:
-        if self.application not in APPLICATIONS:
-            raise ConfigError(f"unknown application {self.application!r}; use one of {APPLICATIONS}")
+        known = APPLICATIONS + SINFUSION_APPLICATIONS
+        if self.application not in known:
+            raise ConfigError(f"unknown application {self.application!r}; use one of {known}")
+        if self.direction not in ("forward", "backward"):
+            raise ConfigError("direction must be 'forward' or 'backward'")
+        if not 0 < self.noise_level <= 1:
+            raise ConfigError(f"noise_level must be in (0, 1], got {self.noise_level}")
         if self.sampler not in samplers.sampler_names():
             raise ConfigError(f"unknown sampler {self.sampler!r}; use one of "
                               f"{samplers.sampler_names()}")
@@ -270,6 +284,13 @@ def write_outputs(videos: np.ndarray, directory: str, *, fps: int, info: dict) -
 def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
     """Restores the latest EMA params, runs the application and writes the outputs."""
     opts.check()
+    if config.method == "sinfusion":
+        from vdiff.sinfusion_sampling import run_sinfusion_sampling
+
+        return run_sinfusion_sampling(config, workdir, opts)
+    if opts.application in SINFUSION_APPLICATIONS:
+        raise ConfigError(f"--application={opts.application} is a SinFusion application; "
+                          f"{config.method} has {APPLICATIONS}")
     method = get_method(config)
     mesh = sharding.make_mesh(config.mesh.shape)
     d = config.data

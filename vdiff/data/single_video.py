@@ -15,15 +15,24 @@ import numpy as np
 from vdiff.data import video_io
 
 
+def resized_shape(h: int, w: int, resolution: int) -> tuple[int, int]:
+    """(H, W) after scaling the shorter side to `resolution` (0 = unchanged)."""
+    if not resolution or min(h, w) == resolution:
+        return h, w
+    scale = resolution / min(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
 def resize_short_side(frames: np.ndarray, resolution: int) -> np.ndarray:
     """uint8 [T, H, W, C] → shorter side = resolution, aspect kept (area filter down)."""
     from PIL import Image
 
     t, h, w, c = frames.shape
-    if not resolution or min(h, w) == resolution:
+    nh, nw = resized_shape(h, w, resolution)
+    if (nh, nw) == (h, w):
         return frames
     scale = resolution / min(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    size = (nw, nh)
     method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC
     out = [np.asarray(Image.fromarray(f[..., 0] if c == 1 else f).resize(size, method))
            for f in frames]
@@ -52,6 +61,25 @@ def load_frames(path: str, *, resolution: int = 0, max_frames: int = 0,
         weights = np.array([0.299, 0.587, 0.114], np.float32)
         frames = np.rint(frames.astype(np.float32) @ weights)[..., None].astype(np.uint8)
     return np.ascontiguousarray(frames)
+
+
+def loaded_frame_size(path: str, *, resolution: int = 0) -> tuple[int, int]:
+    """(H, W) that `load_frames(path, resolution=...)` will return, without decoding it all."""
+    from PIL import Image
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such video or image: {path}")
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if n.lower().endswith(video_io.IMAGE_EXTENSIONS))
+        if not names:
+            raise FileNotFoundError(f"no frame images in {path}")
+        path = os.path.join(path, names[0])
+    if path.lower().endswith(video_io.IMAGE_EXTENSIONS):
+        with Image.open(path) as img:
+            w, h = img.size
+    else:
+        h, w = video_io.probe_size(path)
+    return resized_shape(h, w, resolution)
 
 
 class SingleVideoSource:

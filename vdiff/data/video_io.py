@@ -118,7 +118,7 @@ def read_video(path: str) -> np.ndarray:
     return frames[..., :3]
 
 
-def _probe_size(path: str) -> tuple[int, int]:
+def probe_size(path: str) -> tuple[int, int]:
     """(height, width) of the first video stream, from ffmpeg's stream description."""
     _, info = _run_ffmpeg(["-i", path, "-frames:v", "1", "-f", "null", "-"])
     match = re.search(r"Video: [^\n]*?, (\d+)x(\d+)[\s,\[]", info)
@@ -128,7 +128,7 @@ def _probe_size(path: str) -> tuple[int, int]:
 
 
 def _read_mp4_ffmpeg(path: str) -> np.ndarray:
-    h, w = _probe_size(path)
+    h, w = probe_size(path)
     raw, _ = _run_ffmpeg(["-loglevel", "error", "-i", path, "-f", "rawvideo", "-pix_fmt",
                           "rgb24", "-"])
     if not raw or len(raw) % (h * w * 3):
@@ -161,7 +161,7 @@ def decode_video(path: str, *, resolution: int = 0, max_frames: int = 0,
               f"crop={r}:{r}"]
     else:
         try:
-            h, w = _probe_size(path)
+            h, w = probe_size(path)
         except ValueError as e:
             raise DecodeError(f"cannot read: {e}") from None
         vf = []

@@ -10,6 +10,7 @@ from vdiff.errors import ConfigError
 METHODS: dict[str, str] = {
     "vdm": "vdiff.methods.vdm:VDM",
     "vdm_sr": "vdiff.methods.vdm_sr:VDMSuperRes",
+    "sinfusion": "vdiff.methods.sinfusion:make_sinfusion",  # picks the class by sinfusion.role
 }
 
 
@@ -20,3 +21,13 @@ def get_method(config: Any):
         raise ConfigError(f"unknown method {name!r}; known methods: {sorted(METHODS)}")
     module, cls = METHODS[name].split(":")
     return getattr(importlib.import_module(module), cls)(config)
+
+
+def training_runs(config: Any, workdir: str) -> list[tuple[Any, str]]:
+    """The (config, workdir) runs one `--mode=train` performs: one, except for SinFusion,
+    which trains each of its models into WORKDIR/<role>."""
+    if config.method == "sinfusion":
+        from vdiff.methods.sinfusion import training_runs as sinfusion_runs
+
+        return sinfusion_runs(config, workdir)
+    return [(config, workdir)]

@@ -29,7 +29,9 @@ def make_collection(keys: list[str]) -> type[clu_metrics.Collection]:
 class MetricWriter:
     """Writes scalars to TensorBoard event files and `metrics.jsonl` (process 0 only)."""
 
-    def __init__(self, workdir: str, *, enabled: bool = True):
+    def __init__(self, workdir: str, *, enabled: bool = True, jsonl_name: str = "metrics.jsonl",
+                 prefix: str = ""):
+        self.prefix = prefix
         self.enabled = enabled
         self._tb = None
         self._jsonl = None
@@ -37,14 +39,14 @@ class MetricWriter:
             from tensorboardX import SummaryWriter  # lazy: only the writing process needs it
             os.makedirs(workdir, exist_ok=True)
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+            self._jsonl = open(os.path.join(workdir, jsonl_name), "a", buffering=1)
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
         values = {k: float(np.asarray(v)) for k, v in scalars.items()}
         for k, v in values.items():
-            self._tb.add_scalar(k, v, step)
+            self._tb.add_scalar(self.prefix + k, v, step)
         self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **values}) + "\n")
 
     def flush(self) -> None:

@@ -28,7 +28,8 @@ class TrainState:
 
 
 def learning_rate_schedule(train_config: Any) -> optax.Schedule:
-    """Linear warmup to `lr`, then constant or cosine decay to `lr * final_lr_fraction`."""
+    """Linear warmup to `lr`, then constant, cosine decay to `lr * final_lr_fraction`, or
+    'step': lr × lr_decay_rate^⌊step / lr_decay_every⌋ (SinFusion's step decay)."""
     lr, warmup = float(train_config.lr), int(train_config.warmup_steps)
     kind = train_config.lr_schedule
     if kind == "constant":
@@ -37,7 +38,16 @@ def learning_rate_schedule(train_config: Any) -> optax.Schedule:
         return optax.warmup_cosine_decay_schedule(
             0.0, lr, max(warmup, 1), max(int(train_config.num_steps), warmup + 1),
             end_value=lr * float(train_config.final_lr_fraction))
-    raise ConfigError(f"unknown train.lr_schedule {kind!r}; use 'constant' or 'cosine'")
+    if kind == "step":
+        every = int(train_config.lr_decay_every)
+        if every <= 0:
+            raise ConfigError("train.lr_schedule='step' needs train.lr_decay_every > 0")
+        decay = optax.exponential_decay(lr, every, float(train_config.lr_decay_rate),
+                                        staircase=True)
+        if not warmup:
+            return decay
+        return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
+    raise ConfigError(f"unknown train.lr_schedule {kind!r}; use 'constant', 'cosine' or 'step'")
 
 
 def make_optimizer(train_config: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:

@@ -22,6 +22,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from vdiff.data import pipeline, video_io
+from vdiff.eval import evaluators as evaluators_lib
+from vdiff.eval import run_eval
 from vdiff.errors import ConfigError
 from vdiff.methods import get_method
 from vdiff.train import metrics as metrics_lib
@@ -146,6 +148,8 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
             step_fn, flops = None, None
             peak = metrics_lib.peak_flops_per_device()
             sample_fn = make_sample_fn(method, config, mesh)
+            evaluators = evaluators_lib.build_evaluators(config, method, mesh)
+            rng_eval = jax.random.fold_in(rng_sample, 1)
             window = None
             t_window, steps_window = time.perf_counter(), 0
             t_start, step_start = time.perf_counter(), step
@@ -199,6 +203,14 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
                 every = config.train.sample_every
                 if (every and step % every == 0) or is_last:
                     generate_samples(sample_fn, config, state, rng_sample, workdir, step)
+                    t_window = time.perf_counter()
+                every = config.train.eval_every
+                if evaluators and ((every and step % every == 0) or is_last):
+                    results = evaluators_lib.run_evaluators(evaluators, state.ema_params,
+                                                            rng_eval)
+                    run_eval.write_results(workdir, step, results)
+                    _log("eval at step %d: %s", step, " | ".join(
+                        f"{k} {v:.4g}" for k, v in results.items()))
                     t_window = time.perf_counter()
                 if stop.requested and not is_last:
                     ckpt.wait()

@@ -1,0 +1,203 @@
+"""Evaluators chosen in the config: `config.evals.<name> = dict(settings)`.
+
+Each evaluator is built once per run (compiling its sampler, loading weights, caching
+statistics of real data) and then called with the EMA params:
+
+    evaluators = build_evaluators(config, method, mesh)     # [(name, evaluator)]
+    results = run_evaluators(evaluators, params, rng)      # {'fvd': 123.4, ...}
+
+The trainer calls them every `train.eval_every` steps and at the last step;
+`--mode=eval` calls them on a finished run (vdiff/eval/run_eval.py). Registry:
+
+    fvd                   FVD (Kinetics-400 I3D logits) of N sampled clips vs N clips of
+                          the held-out split; clips shorter than 16 frames are stretched to
+                          16 by repeating frames (both sets alike), grey is copied to RGB
+    sinfusion_next_frame  SinFusion Predictor: PSNR of predicted frame j from real frame
+                          j − k on the frames held out from training, vs copying frame j − k
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vdiff.errors import ConfigError
+
+I3D_FRAMES = 16  # the standard FVD clip length
+
+
+def _settings(name: str, defaults: dict[str, Any], given: Any) -> dict[str, Any]:
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(f"config.evals.{name}: unknown setting(s) {unknown}; known: "
+                          f"{sorted(defaults)}")
+    return {**defaults, **given}
+
+
+def to_i3d_clips(videos: np.ndarray) -> np.ndarray:
+    """uint8 [N, T, H, W, C] → uint8 [N, ≥16, H, W, 3]: grey → RGB; T < 16 stretched by
+    repeating each frame (nearest-neighbour in time), identically for real and generated."""
+    videos = np.asarray(videos)
+    if videos.shape[-1] == 1:
+        videos = np.repeat(videos, 3, axis=-1)
+    t = videos.shape[1]
+    if t < I3D_FRAMES:
+        idx = np.floor(np.arange(I3D_FRAMES) * t / I3D_FRAMES).astype(int)
+        videos = videos[:, idx]
+    return videos
+
+
+class FVDEvaluator:
+    """FVD of `num_videos` samples of the method against as many held-out clips."""
+
+    DEFAULTS = dict(num_videos=256, split="test", num_steps=50, gamma=0.3, guidance_scale=0.0,
+                    i3d_batch_size=16, seed=0)
+
+    def __init__(self, config: Any, method: Any, mesh: Any, settings: dict[str, Any]):
+        from vdiff.eval import i3d
+        from vdiff.train import sharding
+
+        if jax.process_count() > 1:
+            raise ConfigError("the fvd evaluator runs in one process only for now: drop "
+                              "config.evals.fvd for multi-host training and run --mode=eval "
+                              "on one host")
+        self.config, self.method, self.mesh = config, method, mesh
+        self.s = settings
+        self.batch = sharding.round_up_to_data_parallel(
+            max(int(config.sample.num_samples), 1), mesh)
+        s = settings
+        self.sample_fn = jax.jit(lambda p, r: method.sample(
+            p, r, num_samples=self.batch, num_steps=int(s["num_steps"]),
+            guidance_scale=float(s["guidance_scale"]), gamma=float(s["gamma"])))
+        i3d_mesh = mesh if jax.default_backend() != "cpu" else None
+        self.extract = i3d.feature_extractor(batch_size=int(s["i3d_batch_size"]), mesh=i3d_mesh)
+        self.real_stats = None
+        self.num_real = 0
+
+    def _real_clips(self) -> np.ndarray:
+        from vdiff.data import pipeline
+
+        d = self.config.data.copy_and_resolve_references()
+        d.num_images_per_video, d.random_flip, d.worker_count = 0, False, 0
+        source = pipeline.get_data_source(d, split=self.s["split"])
+        n = min(int(self.s["num_videos"]), len(source))
+        it = pipeline.make_iterator(d, split=self.s["split"], seed=int(self.s["seed"]),
+                                    global_batch_size=1, shuffle=True)
+        clips = np.concatenate([next(it)["video"] for _ in range(n)])
+        getattr(it, "close", lambda: None)()
+        return clips
+
+    def __call__(self, params: Any, rng: jax.Array) -> dict[str, float]:
+        from vdiff.data.video_io import to_uint8
+        from vdiff.eval.fvd import feature_stats, frechet_distance_from_stats
+
+        t0 = time.perf_counter()
+        if self.real_stats is None:
+            real = self._real_clips()
+            self.num_real = len(real)
+            self.real_stats = feature_stats(self.extract(to_i3d_clips(real)))
+        n = min(int(self.s["num_videos"]), self.num_real)
+        generated = []
+        for i in range(math.ceil(n / self.batch)):
+            videos = self.sample_fn(params, jax.random.fold_in(rng, i))
+            generated.append(to_uint8(np.asarray(jax.device_get(videos))))
+        fake = np.concatenate(generated)[:n]
+        mu, sigma = feature_stats(self.extract(to_i3d_clips(fake)))
+        value = frechet_distance_from_stats(*self.real_stats, mu, sigma)
+        return {"fvd": float(value), "fvd_num_videos": float(n),
+                "fvd_seconds": time.perf_counter() - t0}
+
+
+class SinFusionNextFrameEvaluator:
+    """Next-frame PSNR of the SinFusion Predictor on held-out frames, against copy-last-frame.
+
+    The Predictor trains on the first `data.num_frames` frames of its video; frames after
+    them are held out. For each k in `strides` (|k| ≤ sinfusion.max_k) and up to `max_pairs`
+    held-out targets j, frame j is sampled from real frame j − k (full frame, one DDIM run)
+    and compared with frame j; the baseline predicts frame j − k itself. With no frame held
+    out (data.max_frames = 0 trains on all of them) the training frames are used and the
+    result is in-sample (reported as `..._in_sample` = 1).
+    """
+
+    DEFAULTS = dict(strides=(1, 2, 3), max_pairs=16, seed=0)
+
+    def __init__(self, config: Any, method: Any, mesh: Any, settings: dict[str, Any]):
+        from vdiff.data.single_video import load_frames
+
+        del mesh
+        self.method, self.s = method, settings
+        d = config.data
+        frames = load_frames(d.source_dir, resolution=d.resolution, channels=d.channels)
+        self.frames = frames.astype(np.float32) / 127.5 - 1.0
+        self.num_train = int(d.num_frames) if d.max_frames else len(frames)
+        bad = [k for k in settings["strides"] if not 1 <= k <= method.max_k]
+        if bad:
+            raise ConfigError(f"config.evals.sinfusion_next_frame.strides {bad} outside "
+                              f"[1, sinfusion.max_k={method.max_k}]")
+
+    def pairs(self, k: int) -> tuple[np.ndarray, bool]:
+        """Target frame indices j (evenly spread, ≤ max_pairs) and whether they are in-sample."""
+        held_out = np.arange(max(self.num_train, k), len(self.frames))
+        in_sample = len(held_out) == 0
+        targets = np.arange(k, len(self.frames)) if in_sample else held_out
+        if len(targets) > self.s["max_pairs"]:
+            targets = targets[np.linspace(0, len(targets) - 1, self.s["max_pairs"]).astype(int)]
+        return targets, in_sample
+
+    def __call__(self, params: Any, rng: jax.Array) -> dict[str, float]:
+        from vdiff.eval.nnf import next_frame_psnr
+        from vdiff.methods import sinfusion_apps as apps
+
+        out: dict[str, float] = {}
+        for k in self.s["strides"]:
+            targets, in_sample = self.pairs(int(k))
+            prev = jnp.asarray(self.frames[targets - k])
+            pred = jax.jit(lambda p, r, c, k=k: apps.sample_frames(
+                self.method, p, r, c.shape, cond=c, frame_diff=k))(
+                    params, jax.random.fold_in(rng, int(k)), prev)
+            m = next_frame_psnr(pred, self.frames[targets], prev, data_range=2.0)
+            out[f"next_frame_psnr_k{k}"] = m["psnr"]
+            out[f"copy_last_frame_psnr_k{k}"] = m["copy_last_frame_psnr"]
+            out[f"next_frame_pairs_k{k}"] = float(len(targets))
+            out["next_frame_in_sample"] = float(in_sample)
+        return out
+
+
+EVALUATORS: dict[str, Any] = {
+    "fvd": FVDEvaluator,
+    "sinfusion_next_frame": SinFusionNextFrameEvaluator,
+}
+APPLIES_TO = {"fvd": ("vdm", "vdm_sr"), "sinfusion_next_frame": ("sinfusion",)}
+
+
+def build_evaluators(config: Any, method: Any, mesh: Any) -> list[tuple[str, Any]]:
+    """Instantiates `config.evals` entries that apply to this method (others are logged)."""
+    out = []
+    for name, given in config.evals.items():
+        if name not in EVALUATORS:
+            raise ConfigError(f"unknown evaluator config.evals.{name}; known: "
+                              f"{sorted(EVALUATORS)}")
+        if config.method not in APPLIES_TO[name] or (
+                name == "sinfusion_next_frame" and getattr(method, "role", "") != "predictor"):
+            logging.info("evaluator %s does not apply to this run; skipped", name)
+            continue
+        settings = _settings(name, EVALUATORS[name].DEFAULTS, given)
+        out.append((name, EVALUATORS[name](config, method, mesh, settings)))
+    return out
+
+
+def run_evaluators(evaluators: list[tuple[str, Any]], params: Any,
+                   rng: jax.Array) -> dict[str, float]:
+    results: dict[str, float] = {}
+    for i, (name, evaluator) in enumerate(evaluators):
+        t0 = time.perf_counter()
+        results.update(evaluator(params, jax.random.fold_in(rng, i)))
+        logging.info("evaluator %s took %.1f s", name, time.perf_counter() - t0)
+    return results
