@@ -60,6 +60,10 @@ def write_video(path: str, frames: np.ndarray, *, fps: int = 8) -> None:
                          f"use one of {', '.join(sorted(_ENCODERS) + ['.gif'])}")
 
 
+class FFmpegNotFoundError(RuntimeError):
+    """No ffmpeg binary: neither $IMAGEIO_FFMPEG_EXE, the imageio-ffmpeg wheel, nor PATH."""
+
+
 def _ffmpeg() -> str:
     """Path of ffmpeg: $IMAGEIO_FFMPEG_EXE, the binary in the imageio-ffmpeg wheel, or PATH.
 
@@ -68,13 +72,19 @@ def _ffmpeg() -> str:
     """
     if os.environ.get("IMAGEIO_FFMPEG_EXE"):
         return os.environ["IMAGEIO_FFMPEG_EXE"]
-    import imageio_ffmpeg
+    found = []
+    try:
+        import imageio_ffmpeg
 
-    bin_dir = os.path.join(os.path.dirname(imageio_ffmpeg.__file__), "binaries")
-    found = sorted(glob.glob(os.path.join(bin_dir, "ffmpeg*")))
-    found = [f for f in found if os.access(f, os.X_OK)] or [shutil.which("ffmpeg") or ""]
+        bin_dir = os.path.join(os.path.dirname(imageio_ffmpeg.__file__), "binaries")
+        found = [f for f in sorted(glob.glob(os.path.join(bin_dir, "ffmpeg*")))
+                 if os.access(f, os.X_OK)]
+    except ImportError:
+        pass
+    found = found or [shutil.which("ffmpeg") or ""]
     if not found[0]:
-        raise RuntimeError("no ffmpeg found: reinstall imageio-ffmpeg or set IMAGEIO_FFMPEG_EXE")
+        raise FFmpegNotFoundError("no ffmpeg found: reinstall imageio-ffmpeg or set "
+                                  "IMAGEIO_FFMPEG_EXE")
     return found[0]
 
 

@@ -75,13 +75,22 @@ def _log(msg: str, *args: Any) -> None:
 
 
 def write_samples(videos: np.ndarray, directory: str, *, fps: int) -> list[str]:
-    """Writes one mp4 per sample and a PNG grid (rows = samples, columns = frames)."""
+    """Writes one mp4 per sample and a PNG grid (rows = samples, columns = frames).
+
+    Without an ffmpeg binary (a host without the imageio-ffmpeg wheel) the samples are
+    written as gifs instead: training must not stop over a missing encoder.
+    """
     os.makedirs(directory, exist_ok=True)
     frames = video_io.to_uint8(videos)
     paths = []
     for i, video in enumerate(frames):
         path = os.path.join(directory, f"sample_{i:02d}.mp4")
-        video_io.write_video(path, video, fps=fps)
+        try:
+            video_io.write_video(path, video, fps=fps)
+        except video_io.FFmpegNotFoundError as e:
+            path = path[:-4] + ".gif"
+            logging.warning("%s; writing %s instead", e, os.path.basename(path))
+            video_io.write_video(path, video, fps=fps)
         paths.append(path)
     grid = os.path.join(directory, "grid.png")
     video_io.write_grid_png(grid, frames)
