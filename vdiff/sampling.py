@@ -272,7 +272,11 @@ def write_outputs(videos: np.ndarray, directory: str, *, fps: int, info: dict) -
     for i, v in enumerate(frames):
         for ext in ("mp4", "gif"):
             path = os.path.join(directory, f"sample_{i:02d}.{ext}")
-            video_io.write_video(path, v, fps=fps)
+            try:
+                video_io.write_video(path, v, fps=fps)
+            except video_io.FFmpegNotFoundError as e:  # gif needs no ffmpeg
+                logging.warning("%s: skipped %s", e, os.path.basename(path))
+                continue
             paths.append(path)
     video_io.write_grid_png(os.path.join(directory, "grid.png"), frames)
     np.savez_compressed(os.path.join(directory, "samples.npz"), videos=frames)

@@ -69,7 +69,8 @@ def _in_test(key: str, fraction: float) -> bool:
 class VideoFolder(VideoDatasetBuilder):
     """Videos from a user directory (see module doc for the layout)."""
 
-    BUILDER_CONFIGS = [make_config("videos", resolution=64)]
+    # User configs come from make_config ('<name>_res<R>'), which can never be "default".
+    BUILDER_CONFIGS = [VideoFolderConfig(name="default", resolution=64)]
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Pass the directory of your videos as the manual dir:\n" + LAYOUT
 
     def list_source_files(self, manual_dir: str):
