@@ -290,3 +290,32 @@ def test_checkpointed_data_state_must_match_worker_count():
     data.worker_count = 4
     with pytest.raises(ConfigError, match="worker_count=0"):
         trainer.restore_data_state(it, saved, data)
+
+
+@pytest.mark.parametrize("source_of_images", ["batch", "dataset"])
+def test_joint_images_come_from_other_videos(ucf, source_of_images):
+    """Each joint image is a stored frame of a video other than its row's own video."""
+    data = ucf["config"].data.copy_and_resolve_references()
+    data.resolution, data.num_images_per_video, data.random_flip = 64, 5, False
+    data.joint_images_from = source_of_images
+    source = pipeline.get_data_source(data, split="train")
+    owner = {}
+    for i in range(len(source)):
+        for f in pipeline.frames_at(source[i], np.arange(20), 3):
+            owner.setdefault(f.tobytes(), set()).add(source[i]["filename"].decode())
+    batch = next(pipeline.make_iterator(data, split="train", seed=4, global_batch_size=4))
+    assert batch["images"].shape == (4, 5, 64, 64, 3) and "donor_images" not in batch
+    for b in range(4):
+        video_owner = owner[batch["video"][b, 0].tobytes()]
+        for j in range(5):
+            image_owner = owner[batch["images"][b, j].tobytes()]
+            if source_of_images == "batch":
+                assert image_owner != video_owner
+            label = UCF_CLASSES.index(next(iter(image_owner)).split("/")[0])
+            assert batch["image_labels"][b, j] == label
+
+
+def test_batch_joint_images_need_two_videos_per_host(ucf):
+    data = ucf["config"].data.copy_and_resolve_references()
+    with pytest.raises(ConfigError, match="at least 2 videos per host"):
+        pipeline.make_iterator(data, split="train", seed=0, global_batch_size=1)

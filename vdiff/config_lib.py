@@ -63,6 +63,9 @@ def vdm_defaults() -> ml_collections.ConfigDict:
         crop_fraction=1.0,  # < 1: random spatial crop of this fraction (SinFusion)
         random_flip=False,  # random horizontal flip
         num_images_per_video=0,  # K images packed after each video (joint training)
+        # Where the K images come from: 'batch' (frames of the other videos of the host
+        # batch, cheap) or 'dataset' (K random videos: K extra record reads per clip).
+        joint_images_from="batch",
         read_threads=2,  # grain reader threads per process (prefetching batches)
         worker_count=0,  # > 0: decode/augment in this many worker processes
     ))
