@@ -179,7 +179,10 @@ def get_data_source(data_config: Any, *, split: str):
     """Random-access source (len, getitem → dict of numpy) of one split, built if allowed."""
     if data_config.name == "single_video":
         return _single_video_source(data_config)  # one clip: the same for every split
-    builder = get_builder(data_config)
+    return _split_source(get_builder(data_config), data_config, split)
+
+
+def _split_source(builder, data_config: Any, split: str):
     if split not in builder.info.splits:
         raise ConfigError(f"split {split!r} not in {data_config.name} "
                           f"(has {sorted(builder.info.splits)})")
@@ -295,15 +298,15 @@ class _DonorImages:
         return batch
 
 
-def _stored_layout(data_config: Any, source: Any) -> dict[str, int]:
+def _stored_layout(source: Any, builder: Any) -> dict[str, int]:
     """Frame size, channels and shortest length of the stored data (for the config checks)."""
-    if data_config.name in BUILDERS and data_config.name != "moving_digits":
-        meta = dict(get_builder(data_config).info.metadata)
-        first = source[0]
+    first = source[0]
+    if "frames" in first:  # a video builder's JPEG/PNG frames
+        meta = dict(builder.info.metadata)
         size = frame_codec.decode_frames(first["frames"], [0]).shape[1]
         return {"size": size, "min_frames": int(meta.get("num_frames_min", num_frames_of(first))),
                 "channels": 3}
-    video = np.asarray(source[0]["video"])
+    video = np.asarray(first["video"])
     return {"size": video.shape[1], "min_frames": len(video), "channels": video.shape[-1]}
 
 
@@ -339,8 +342,12 @@ def make_iterator(data_config: Any, *, split: str, seed: int, global_batch_size:
         raise ConfigError(f"global batch size {global_batch_size} is not divisible by "
                           f"{process_count} processes")
     local_batch = global_batch_size // process_count
-    source = get_data_source(data_config, split=split)
-    stored = _stored_layout(data_config, source)
+    if data_config.name == "single_video":
+        source, builder = _single_video_source(data_config), None
+    else:
+        builder = get_builder(data_config)
+        source = _split_source(builder, data_config, split)
+    stored = _stored_layout(source, builder)
     check_compatible(data_config, stored)
     shard = grain.MapDataset.source(source)[process_index::process_count]
     if len(shard) == 0:

@@ -32,7 +32,8 @@ from vdiff.errors import ConfigError
 I3D_FRAMES = 16  # the standard FVD clip length
 
 
-def _settings(name: str, defaults: dict[str, Any], given: Any) -> dict[str, Any]:
+def settings_for(name: str, defaults: dict[str, Any], given: Any) -> dict[str, Any]:
+    """An evaluator's defaults overridden by `config.evals.<name>` (unknown keys: ConfigError)."""
     given = dict(given or {})
     unknown = sorted(set(given) - set(defaults))
     if unknown:
@@ -189,7 +190,7 @@ def build_evaluators(config: Any, method: Any, mesh: Any) -> list[tuple[str, Any
                 name == "sinfusion_next_frame" and getattr(method, "role", "") != "predictor"):
             logging.info("evaluator %s does not apply to this run; skipped", name)
             continue
-        settings = _settings(name, EVALUATORS[name].DEFAULTS, given)
+        settings = settings_for(name, EVALUATORS[name].DEFAULTS, given)
         out.append((name, EVALUATORS[name](config, method, mesh, settings)))
     return out
 

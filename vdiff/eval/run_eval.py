@@ -75,7 +75,7 @@ def evaluate_sinfusion(config: Any, workdir: str, *, num_videos: int = 4) -> dic
     _, proj, p_proj, _ = restored["projector"]
     rng = jax.random.key(config.seed)
     with jax.set_mesh(mesh):
-        settings = evaluators_lib._settings(  # noqa: SLF001
+        settings = evaluators_lib.settings_for(
             "sinfusion_next_frame", evaluators_lib.SinFusionNextFrameEvaluator.DEFAULTS,
             config.evals.get("sinfusion_next_frame", {}))
         results = evaluators_lib.SinFusionNextFrameEvaluator(cfg, pred, mesh, settings)(

@@ -37,9 +37,9 @@ from vdiff import config_lib
 from vdiff.diffusion import losses, schedules, targets
 from vdiff.errors import ConfigError
 from vdiff.methods import sinfusion_apps as apps
+from vdiff.methods.vdm import DTYPES, to_unit_range  # shared pixel and dtype conventions
 from vdiff.models.nextnet import NextNet
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 ROLE_PARAMETERIZATION = {"image": "x0", "projector": "x0", "predictor": "eps",
                          "interpolator": "x0"}
 
@@ -195,11 +195,6 @@ class RoleInputs(NamedTuple):
     x0: jax.Array
     cond: jax.Array | None = None
     frame_diff: jax.Array | None = None
-
-
-def to_unit_range(x: jax.Array) -> jax.Array:
-    """uint8 pixels → float32 in [−1, 1]."""
-    return x.astype(jnp.float32) / 127.5 - 1.0
 
 
 def frames_at(video: jax.Array, index: jax.Array) -> jax.Array:
