@@ -186,6 +186,22 @@ def test_predictor_training_lowers_loss():
     assert after < 0.8 * before, (before, after)
 
 
+
+def test_residual_predictor_starts_as_copy_last_frame():
+    """Zero-initialised output + residual: x̂0 is the conditioning frame at every level, so
+    DDIM (η = 0) returns frame n exactly: training starts from the copy baseline."""
+    c = tiny_config("predictor")
+    c.diffusion.parameterization, c.sinfusion.residual = "x0", True
+    m = sf.make_sinfusion(c)
+    params = strip_boxes(m.init(jax.random.key(0), m.example_batch(1)))
+    cond = sf.synthetic_frames(2, 1, 17, 17, C)[:, 0]
+    out = apps.sample_frames(m, params, jax.random.key(1), cond.shape, cond=cond,
+                             frame_diff=2, eta=0.0)
+    np.testing.assert_allclose(np.asarray(out), np.clip(np.asarray(cond), -1, 1), atol=1e-5)
+    c.diffusion.parameterization = "eps"
+    with pytest.raises(sf.ConfigError, match="residual"):
+        sf.make_sinfusion(c)
+
 # --------------------------------------------------------------------------------------------
 # applications (fake denoisers expose the plumbing exactly)
 

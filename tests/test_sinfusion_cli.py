@@ -85,9 +85,11 @@ def test_video_from_the_projector_and_eval(video_run, tmp_path):
     _main(VIDEO_CONFIG, video_run, "--mode=sample", "--application=video", "--start_frame=-1",
           "--num_frames=5", "--num_samples=1", f"--output_dir={tmp_path}")
     assert _samples(tmp_path).shape == (1, 5, 36, 44, 3)
-    out = _main(VIDEO_CONFIG, video_run, "--mode=eval")
+    out = _main(VIDEO_CONFIG, video_run, "--mode=eval",
+                "--config.evals.sinfusion_next_frame.num_samples=2")
     results = [json.loads(x) for x in open(video_run / "eval.jsonl")][-1]
     for key in ("next_frame_psnr_k1", "copy_last_frame_psnr_k1", "next_frame_psnr_k3",
+                "next_frame_psnr_mean2_k1",
                 "nnfdiv", "nnfdist"):
         assert np.isfinite(results[key]), key
     assert results["nnfdist"] > 0 and '"nnfdiv"' in out.stdout

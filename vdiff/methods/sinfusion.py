@@ -77,6 +77,9 @@ def sinfusion_defaults(role: str = "predictor") -> ml_collections.ConfigDict:
       eta                  DDIM η of all sampling (1: ancestral with the posterior variance, 0: ODE)
       correction_level     t of the Projector's truncated-diffusion correction in applications
       sample_num_frames    frames of the trainer's periodic Predictor samples
+      residual             Predictor only (x0 parameterization): the network predicts the
+                           change x_{n+k} − x_n, so x̂0 = frame n + output (copying the frame
+                           is the zero-output starting point instead of something to learn)
     sample.num_steps       50 diffusion steps for sampling (the full range t ∈ [0, 1])
     """
     if role not in ROLE_PARAMETERIZATION:
@@ -97,7 +100,7 @@ def sinfusion_defaults(role: str = "predictor") -> ml_collections.ConfigDict:
         loss_space="", weighting="none"))
     c.sinfusion = ml_collections.ConfigDict(dict(
         role=role, max_k=3, curriculum_stage_steps=2000, backward=True, eta=1.0,
-        correction_level=0.25, sample_num_frames=8))
+        correction_level=0.25, sample_num_frames=8, residual=False))
     c.train = base.train
     c.train.batch_size, c.train.num_steps = 8, 50_000
     c.train.lr, c.train.warmup_steps, c.train.ema_decay = 2e-4, 500, 0.995
@@ -269,6 +272,12 @@ class SinFusionModel:
         self.loss_space = diff.loss_space or self.parameterization
         targets.check_parameterization(self.parameterization)
         targets.check_parameterization(self.loss_space)
+        # Only the Predictor has a frame to be residual to; other roles ignore the flag so
+        # one config can train all roles.
+        self.residual = bool(s.get("residual", False)) and self.role == "predictor"
+        if self.residual and self.parameterization != "x0":
+            raise ConfigError("sinfusion.residual needs diffusion.parameterization='x0' "
+                              f"(got {self.parameterization!r})")
         self.weighting = diff.weighting
         self.schedule = schedules.get_schedule(
             diff.schedule, logsnr_min=diff.logsnr_min, logsnr_max=diff.logsnr_max)
@@ -292,9 +301,11 @@ class SinFusionModel:
 
     def apply(self, params: Any, z: jax.Array, logsnr: jax.Array, *,
               cond: jax.Array | None = None, frame_diff: jax.Array | None = None) -> jax.Array:
-        """Network output (in `parameterization`) for noisy z [B,H,W,C] and clean frames cond."""
+        """Network output (in `parameterization`) for noisy z [B,H,W,C] and clean frames cond
+        (a residual Predictor adds its input frame: the output is x̂0 itself)."""
         x = z if cond is None else jnp.concatenate([z, cond.astype(z.dtype)], axis=-1)
-        return self.model.apply({"params": params}, x, logsnr, frame_diff)
+        out = self.model.apply({"params": params}, x, logsnr, frame_diff)
+        return out + cond.astype(out.dtype) if self.residual else out
 
     def init(self, rng: jax.Array, batch: dict[str, Any]) -> Any:
         """Parameters (with logical-partitioning boxes) for a batch of this shape."""

@@ -40,7 +40,7 @@ def relative_position_buckets(num_frames: int, max_distance: int) -> jnp.ndarray
     return rel + max_distance
 
 
-class _HeadsAttention(nn.Module):
+class HeadsAttention(nn.Module):
     """Projects to heads, attends over axis 1 of [N, L, C] tokens, projects back."""
 
     head_dim: int
@@ -76,7 +76,7 @@ class SpatialAttention(nn.Module):
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         b, f, h, w, _ = x.shape
         tokens = einops.rearrange(FrameGroupNorm(self.dtype)(x), "b f h w c -> (b f) (h w) c")
-        out = _HeadsAttention(self.head_dim, self.implementation, self.dtype)(tokens)
+        out = HeadsAttention(self.head_dim, self.implementation, self.dtype)(tokens)
         out = einops.rearrange(out, "(b f) (h w) c -> b f h w c", b=b, f=f, h=h, w=w)
         return P.constrain_video(x + out)
 
@@ -103,7 +103,7 @@ class TemporalAttention(nn.Module):
         if frame_is_image is not None:
             mask = jnp.repeat(image_frame_mask(frame_is_image)[:, None], h * w, axis=0)
         tokens = einops.rearrange(FrameGroupNorm(self.dtype)(x), "b f h w c -> (b h w) f c")
-        out = _HeadsAttention(self.head_dim, self.implementation, self.dtype)(
+        out = HeadsAttention(self.head_dim, self.implementation, self.dtype)(
             tokens, bias=bias, mask=mask)
         out = einops.rearrange(out, "(b h w) f c -> b f h w c", b=b, h=h, w=w)
         return P.constrain_video(x + out)
