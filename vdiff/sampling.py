@@ -292,6 +292,8 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
         from vdiff.sinfusion_sampling import run_sinfusion_sampling
 
         return run_sinfusion_sampling(config, workdir, opts)
+    if config.method in ("pvdm_ae", "pvdm_ldm"):
+        return run_pvdm_sampling(config, workdir, opts)
     if opts.application in SINFUSION_APPLICATIONS:
         raise ConfigError(f"--application={opts.application} is a SinFusion application; "
                           f"{config.method} has {APPLICATIONS}")
@@ -355,4 +357,41 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
     write_outputs(videos, directory, fps=opts.fps, info=info)
     logging.info("wrote %d %s videos of %d frames to %s", videos.shape[0], opts.application,
                  videos.shape[1], directory)
+    return directory
+
+
+def run_pvdm_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
+    """PVDM latent model: `unconditional` = data.num_frames frames, `extend` = a long video
+    of --num_frames (default 8 clips), clip by clip (`PVDMLatentStage.generate_long_video`)."""
+    if config.method == "pvdm_ae":
+        raise ConfigError("the PVDM autoencoder stage generates nothing: sample from a "
+                          "pvdm_ldm run, or use --mode=eval for reconstruction PSNR/LPIPS")
+    if opts.application not in ("unconditional", "extend"):
+        raise ConfigError(f"--application={opts.application}: PVDM has 'unconditional' "
+                          "and 'extend' (long videos)")
+    method = get_method(config)
+    mesh = sharding.make_mesh(config.mesh.shape)
+    requested = opts.num_samples
+    num = sharding.round_up_to_data_parallel(requested, mesh)
+    params, step = restore_ema_params(config, workdir, method, mesh)
+    frames = opts.num_frames or (8 * method.clip_frames if opts.application == "extend"
+                                 else int(config.data.num_frames))
+    kwargs = dict(opts.sampler_kwargs)
+    if opts.sampler == "ancestral":
+        kwargs.setdefault("gamma", config.sample.gamma)
+    clips = -(-frames // method.clip_frames)
+    logging.info("sampling %d videos of %d frames (%d clips, %s, %d steps each)", requested,
+                 frames, clips, opts.sampler, opts.num_steps)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules_from_config(
+            config.sharding.logical_axis_rules)):
+        fn = jax.jit(lambda p, r: method.generate_long_video(
+            p, r, num, frames, sampler=opts.sampler, num_steps=opts.num_steps, **kwargs))
+        videos = np.asarray(jax.device_get(fn(params, jax.random.key(opts.seed))))[:requested]
+    directory = opts.output_dir or os.path.join(workdir, "samples",
+                                                f"{opts.application}_step{step:07d}")
+    info = {"step": step, "params": "ema", **dataclasses.asdict(opts), "num_samples": requested,
+            "frames": int(videos.shape[1]), "clips": clips}
+    write_outputs(videos, directory, fps=opts.fps, info=info)
+    logging.info("wrote %d videos of %d frames to %s", videos.shape[0], videos.shape[1],
+                 directory)
     return directory

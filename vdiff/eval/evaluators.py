@@ -14,6 +14,8 @@ The trainer calls them every `train.eval_every` steps and at the last step;
                           16 by repeating frames (both sets alike), grey is copied to RGB
     sinfusion_next_frame  SinFusion Predictor: PSNR of predicted frame j from real frame
                           j − k on the frames held out from training, vs copying frame j − k
+    pvdm_reconstruction   PVDM autoencoder: PSNR, SSIM and LPIPS of reconstructions of N
+                          held-out clips (per-frame metrics averaged over frames and clips)
 """
 
 from __future__ import annotations
@@ -184,11 +186,49 @@ class SinFusionNextFrameEvaluator:
         return out
 
 
+class PVDMReconstructionEvaluator:
+    """Autoencoder reconstruction quality on `num_videos` clips of the held-out split:
+    PSNR and SSIM (data range 2 for [−1, 1] frames) and LPIPS (grey copied to RGB),
+    each the mean over frames, then over clips."""
+
+    DEFAULTS = dict(num_videos=64, split="test", batch_size=8, lpips_net="alexnet", seed=0)
+
+    def __init__(self, config: Any, method: Any, mesh: Any, settings: dict[str, Any]):
+        from vdiff.methods.pvdm import held_out_clips
+
+        del mesh
+        self.method, self.s = method, settings
+        self.clips = held_out_clips(config, int(settings["num_videos"]),
+                                    split=settings["split"], seed=int(settings["seed"]))
+        self.reconstruct = jax.jit(lambda p, x: method.decode(p, method.encode(p, x)))
+
+    def __call__(self, params: Any, rng: jax.Array) -> dict[str, float]:
+        from vdiff.eval import image_metrics, lpips
+        from vdiff.methods.pvdm import to_rgb
+
+        del rng
+        bs, psnr, ssim, lp = int(self.s["batch_size"]), [], [], []
+        for start in range(0, len(self.clips), bs):
+            x = jnp.asarray(self.clips[start:start + bs], jnp.float32) / 127.5 - 1.0
+            y = jnp.clip(self.reconstruct(params, x), -1.0, 1.0)
+            psnr.append(np.asarray(image_metrics.video_psnr(y, x, data_range=2.0)))
+            ssim.append(np.asarray(image_metrics.video_ssim(y, x, data_range=2.0)))
+            frames = lambda v: np.asarray(to_rgb(v)).reshape(-1, *v.shape[2:4], 3)  # noqa: E731
+            per_frame = lpips.lpips(frames(y), frames(x), net=self.s["lpips_net"])
+            lp.append(per_frame.reshape(len(x), -1).mean(axis=1))
+        return {"recon_psnr": float(np.mean(np.concatenate(psnr))),
+                "recon_ssim": float(np.mean(np.concatenate(ssim))),
+                "recon_lpips": float(np.mean(np.concatenate(lp))),
+                "recon_num_videos": float(len(self.clips))}
+
+
 EVALUATORS: dict[str, Any] = {
     "fvd": FVDEvaluator,
     "sinfusion_next_frame": SinFusionNextFrameEvaluator,
+    "pvdm_reconstruction": PVDMReconstructionEvaluator,
 }
-APPLIES_TO = {"fvd": ("vdm", "vdm_sr"), "sinfusion_next_frame": ("sinfusion",)}
+APPLIES_TO = {"fvd": ("vdm", "vdm_sr", "pvdm_ldm"), "sinfusion_next_frame": ("sinfusion",),
+              "pvdm_reconstruction": ("pvdm_ae",)}
 
 
 def build_evaluators(config: Any, method: Any, mesh: Any) -> list[tuple[str, Any]]:

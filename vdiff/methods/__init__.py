@@ -11,6 +11,8 @@ METHODS: dict[str, str] = {
     "vdm": "vdiff.methods.vdm:VDM",
     "vdm_sr": "vdiff.methods.vdm_sr:VDMSuperRes",
     "sinfusion": "vdiff.methods.sinfusion:make_sinfusion",  # picks the class by sinfusion.role
+    "pvdm_ae": "vdiff.methods.pvdm:PVDMAutoencoderStage",
+    "pvdm_ldm": "vdiff.methods.pvdm:PVDMLatentStage",
 }
 
 

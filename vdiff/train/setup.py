@@ -38,7 +38,10 @@ class TrainFns:
 def build_train_fns(config: Any, method: Any, mesh: Any) -> TrainFns:
     """Creates state shardings from logical axis rules (eval_shape → shardings → jitted init)."""
     rules = sharding.rules_from_config(config.sharding.logical_axis_rules)
-    tx, schedule = make_optimizer(config.train)
+    # A method with several parameter groups (PVDM: autoencoder + discriminators, or a
+    # frozen autoencoder) builds its own optax transform; the rest use `train`'s optimizer.
+    tx, schedule = (method.optimizer(config.train) if hasattr(method, "optimizer")
+                    else make_optimizer(config.train))
     example = method.example_batch(1)
 
     def boxed_init(rng):

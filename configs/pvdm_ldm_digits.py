@@ -1,0 +1,46 @@
+"""PVDM stage 2 on moving digits: a triplane latent UNet over a trained autoencoder.
+
+    python -m vdiff.main --config=configs/pvdm_ldm_digits.py:ae=workdirs/pvdm_ae \
+        --workdir=workdirs/pvdm_ldm
+    python -m vdiff.main --config=configs/pvdm_ldm_digits.py:ae=workdirs/pvdm_ae \
+        --workdir=workdirs/pvdm_ldm --mode=sample --num_frames=64     # a long video
+
+Examples are 16 frames = two 8-frame clips: with probability ½ the model sees the first
+clip's latents (p(x² | x¹)), otherwise zeros (p(x)). Samples and FVD use two clips (the
+second conditioned on the first). `ae=` is the pvdm_ae_digits.py workdir.
+"""
+
+import ml_collections
+
+from vdiff import config_lib
+from vdiff.methods.pvdm import pvdm_defaults
+
+
+def get_config(arg=None):
+    a = config_lib.parse_arg(arg, runlocal=False, steps=0, ae="", frames=8)
+    c = pvdm_defaults("pvdm_ldm")
+    c.data.name, c.data.channels = "moving_digits", 1
+    c.data.resolution = 32
+    c.data.random_flip, c.data.temporal_crop = False, "random"
+    c.pvdm.update(dict(autoencoder_workdir=a.ae, clip_frames=a.frames, cond_prob=0.5))
+    c.data.num_frames = 2 * a.frames
+    c.model.update(dict(base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=2,
+                        attn_levels=(0, 1, 2), head_dim=32))
+    c.train.update(dict(batch_size=32, num_steps=6000, lr=2e-4, warmup_steps=200,
+                        ema_decay=0.999, log_every=100, checkpoint_every=1000,
+                        sample_every=3000))
+    c.sample.num_samples, c.sample.num_steps = 8, 100
+    c.evals.fvd = ml_collections.ConfigDict(dict(num_videos=128, num_steps=100))
+    if a.runlocal:
+        c.data.builder_config = "tiny"
+        c.pvdm.clip_frames = min(a.frames, 4)
+        c.data.num_frames = 2 * c.pvdm.clip_frames
+        c.model.update(dict(base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
+                            attn_levels=(0,), head_dim=8))
+        c.train.update(dict(batch_size=8, num_steps=4, warmup_steps=0, log_every=2,
+                            checkpoint_every=4, sample_every=0))
+        c.sample.num_samples, c.sample.num_steps = 2, 4
+        c.evals = ml_collections.ConfigDict()
+    if a.steps:
+        c.train.num_steps = a.steps
+    return c

@@ -1,0 +1,527 @@
+"""PVDM: projected latent video diffusion (Yu et al., CVPR 2023, arXiv 2302.07685).
+
+Two stages, two methods, both driven by the shared `train_step` and trainer:
+
+``pvdm_ae`` — the projected autoencoder (`vdiff.models.pvdm_autoencoder`). Loss
+
+    L = w₁ |x − x̂|₁ + w_p LPIPS(x, x̂)                              (reconstruction)
+      + g(step) λ L_G(x̂),   L_G = −D₂(x̂) − D₃(x̂)                  (generator, hinge)
+      + g(step) L_D,  L_D = Σ_{D ∈ {D₂, D₃}} relu(1 − D(x)) + relu(1 + D(sg x̂))
+
+with a per-frame 2D and a 3D patch discriminator, g(step) = 1[step ≥ gan_start_step]. The
+generator term sees the discriminators through stop-gradient and the discriminator term
+sees x̂ through stop-gradient, so one gradient of L gives each parameter group exactly its
+own objective; the two groups get their own Adam (`optimizer`: one optax
+`multi_transform` in one train state). The adversarial weight λ is
+
+    'adaptive':  λ = w_adv · ‖∇_x̂ L_rec‖ / (‖∇_x̂ L_G‖ + 10⁻⁴), clipped to [0, adaptive_max]
+    'scheduled': λ = w_adv · min(1, (step − gan_start_step) / gan_ramp_steps)
+
+The adaptive rule is VQGAN's balance measured at the decoder *output* rather than at its
+last weight matrix: both losses reach the parameters through the same decoder Jacobian, so
+balancing their pixel gradients is a cheap proxy that needs no second backward pass
+through the network, and λ can never let L_G dominate the reconstruction.
+
+``pvdm_ldm`` — diffusion over the triplane latents of a trained, frozen autoencoder with
+one 2D UNet shared by the three planes (`vdiff.models.pvdm_unet`). A training example is
+2S frames = two consecutive clips (x¹, x²); the model learns p(z²) and p(z² | z¹) jointly:
+
+    cond = z¹ with probability λ (`cond_prob`), else 0;   loss on z² as in VDM
+
+(cond_prob = 0 → an unconditional model on S-frame clips). The latents are flattened into
+one token array [B, H′W′ + SW′ + SH′, C] (`triplane.to_tokens`) so every shared sampler in
+`vdiff.diffusion.samplers` runs on them unchanged. Long videos: clip 1 from cond = 0, clip
+k + 1 conditioned on the sampled latents of clip k, all decoded and concatenated
+(`generate_long_video`, one `lax.scan` so any length compiles once).
+
+The frozen autoencoder's parameters are copied into the LDM's train state at init (under
+'autoencoder', never updated), so an LDM checkpoint samples on its own; its architecture
+is read from the autoencoder run's `config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from vdiff import config_lib
+from vdiff.diffusion import losses, samplers, schedules, targets
+from vdiff.errors import ConfigError
+from vdiff.methods.vdm import DTYPES, to_unit_range
+from vdiff.models import triplane
+from vdiff.models.pvdm_autoencoder import PVDMAutoencoder
+from vdiff.models.pvdm_discriminators import (PatchDiscriminator2D, PatchDiscriminator3D,
+                                              hinge_d_loss, hinge_g_loss)
+from vdiff.models.pvdm_unet import TriplaneUNet
+from vdiff.train.state import make_optimizer
+
+STAGES = ("pvdm_ae", "pvdm_ldm")
+
+
+# --------------------------------------------------------------------------------------------
+# config
+
+
+def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
+    """Every key a PVDM run reads (data/train/sample/mesh/sharding as in `vdm_defaults`).
+
+    model (stage pvdm_ae, the autoencoder):
+      patch_size, latent_channels, width, encoder_depth, decoder_depth, projection_depth,
+      head_dim, mlp_ratio, remat, attention_impl ('xla' | 'cudnn'), dtype
+    model (stage pvdm_ldm, the triplane UNet):
+      base_channels, channel_mults, num_res_blocks, attn_levels (downsampling levels with
+      joint attention; level i = factor 2^i), head_dim, dropout, remat, attention_impl, dtype
+    pvdm (autoencoder):
+      l1_weight, lpips_weight, lpips_net ('alexnet' | 'vgg16'), lpips_frames (frames per
+      clip scored by LPIPS each step, 0 = all), gan_start_step (−1: no adversarial stage),
+      gan_weight, gan_weight_mode ('adaptive' | 'scheduled'), gan_ramp_steps,
+      adaptive_max_weight, disc_channels, disc_layers, disc_lr, disc_b1, disc_b2
+    pvdm (latent diffusion):
+      autoencoder_workdir   the trained pvdm_ae run (its config.json and latest checkpoint)
+      clip_frames           S, frames per clip (= the autoencoder's data.num_frames)
+      cond_prob             λ: probability of conditioning on the previous clip (0: off);
+                            data.num_frames must be 2S when λ > 0
+      sample_num_frames     length of the trainer's periodic samples (0: data.num_frames)
+      sampler               sampler of periodic samples and FVD ('ancestral', 'ddim', ...)
+    """
+    if stage not in STAGES:
+        raise ConfigError(f"unknown PVDM stage {stage!r}; known: {STAGES}")
+    base = config_lib.vdm_defaults()
+    c = ml_collections.ConfigDict()
+    c.method, c.seed = stage, 0
+    c.data = base.data
+    c.data.update(dict(name="ucf101", channels=3, num_frames=16, resolution=256,
+                       random_flip=True, temporal_crop="random"))
+    if stage == "pvdm_ae":
+        c.model = ml_collections.ConfigDict(dict(
+            patch_size=8, latent_channels=4, width=384, encoder_depth=8, decoder_depth=8,
+            projection_depth=2, head_dim=64, mlp_ratio=4.0, remat=False, attention_impl="xla",
+            dtype="float32"))
+    else:
+        c.model = ml_collections.ConfigDict(dict(
+            base_channels=256, channel_mults=(1, 2, 4, 4), num_res_blocks=2,
+            attn_levels=(0, 1, 2), head_dim=64, dropout=0.0, remat=False,
+            attention_impl="xla", dtype="float32"))
+    c.diffusion = base.diffusion
+    c.diffusion.update(dict(parameterization="eps", loss_space="eps", schedule="linear_beta",
+                            cond_drop_prob=0.0))
+    c.pvdm = ml_collections.ConfigDict(dict(
+        l1_weight=1.0, lpips_weight=1.0, lpips_net="alexnet", lpips_frames=4,
+        gan_start_step=-1, gan_weight=0.1, gan_weight_mode="adaptive", gan_ramp_steps=2000,
+        adaptive_max_weight=1.0, disc_channels=64, disc_layers=3, disc_lr=1e-4,
+        disc_b1=0.5, disc_b2=0.9,
+        autoencoder_workdir="", clip_frames=16, cond_prob=0.5, sample_num_frames=0,
+        sampler="ddim"))
+    c.train = base.train
+    c.train.update(dict(batch_size=8, num_steps=100_000, lr=1e-4, warmup_steps=0, b1=0.9,
+                        b2=0.999, weight_decay=0.0, ema_decay=0.0))
+    c.sample = base.sample
+    c.sample.num_steps = 100
+    c.evals = base.evals
+    c.mesh = base.mesh
+    c.sharding = base.sharding
+    return c
+
+
+def _dtype(name: str) -> Any:
+    if name not in DTYPES:
+        raise ConfigError(f"model.dtype {name!r} not in {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def _impl(name: str | None) -> str | None:
+    return None if name in ("", "xla", None) else name
+
+
+def build_autoencoder(model_config: Any, channels: int) -> PVDMAutoencoder:
+    m = model_config
+    return PVDMAutoencoder(
+        patch_size=int(m.patch_size), latent_channels=int(m.latent_channels),
+        width=int(m.width), encoder_depth=int(m.encoder_depth),
+        decoder_depth=int(m.decoder_depth), projection_depth=int(m.projection_depth),
+        head_dim=int(m.head_dim), mlp_ratio=float(m.mlp_ratio), channels=int(channels),
+        remat=bool(m.remat), attention_impl=_impl(m.attention_impl), dtype=_dtype(m.dtype))
+
+
+def to_rgb(x: jax.Array) -> jax.Array:
+    """Grey frames repeated to three channels (LPIPS is an RGB network)."""
+    return jnp.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
+
+
+def _check_data(config: Any, frames: int) -> None:
+    d = config.data
+    if int(d.num_images_per_video):
+        raise ConfigError("PVDM trains on clips only: set data.num_images_per_video=0")
+    if int(d.num_frames) != frames:
+        raise ConfigError(f"data.num_frames={d.num_frames} but this PVDM stage needs "
+                          f"{frames} frames per example")
+
+
+# --------------------------------------------------------------------------------------------
+# stage 1: the projected autoencoder
+
+
+class PVDMAutoencoderStage:
+    """`pvdm_ae`: reconstruction (L1 + LPIPS) and an optional adversarial stage."""
+
+    def __init__(self, config: Any):
+        self.config = config
+        self.channels = int(config.data.channels)
+        self.num_frames = int(config.data.num_frames)
+        self.resolution = int(config.data.resolution)
+        _check_data(config, self.num_frames)
+        if self.resolution % int(config.model.patch_size):
+            raise ConfigError(f"data.resolution={self.resolution} is not divisible by "
+                              f"model.patch_size={config.model.patch_size}")
+        self.model = build_autoencoder(config.model, self.channels)
+        p = config.pvdm
+        self.gan = int(p.gan_start_step) >= 0
+        if p.gan_weight_mode not in ("adaptive", "scheduled"):
+            raise ConfigError(f"pvdm.gan_weight_mode {p.gan_weight_mode!r}: use 'adaptive' "
+                              "or 'scheduled'")
+        dt = _dtype(config.model.dtype)
+        self.disc2d = PatchDiscriminator2D(int(p.disc_channels), int(p.disc_layers), dtype=dt)
+        self.disc3d = PatchDiscriminator3D(int(p.disc_channels), int(p.disc_layers), dtype=dt)
+        self.lpips_weight = float(p.lpips_weight)
+        if self.lpips_weight:
+            from vdiff.eval import lpips
+
+            if self.resolution < lpips.MIN_SIZE[p.lpips_net]:
+                raise ConfigError(f"LPIPS-{p.lpips_net} needs frames of at least "
+                                  f"{lpips.MIN_SIZE[p.lpips_net]} px (data.resolution="
+                                  f"{self.resolution}); set pvdm.lpips_weight=0")
+            self.lpips_model = lpips.LPIPS(p.lpips_net)
+            self.lpips_params = lpips.load_params(p.lpips_net)
+
+    def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+        r = self.resolution
+        return {"video": np.zeros((batch_size, self.num_frames, r, r, self.channels), np.uint8),
+                "label": np.zeros((batch_size,), np.int32)}
+
+    def optimizer(self, train_config: Any) -> tuple[optax.GradientTransformation, Any]:
+        """Adam(W) from `train` for the autoencoder, GAN-style Adam for the discriminators."""
+        tx, schedule = make_optimizer(train_config)
+        p = self.config.pvdm
+        disc = optax.chain(optax.clip_by_global_norm(float(train_config.grad_clip or 1e9)),
+                           optax.adam(float(p.disc_lr), b1=float(p.disc_b1),
+                                      b2=float(p.disc_b2)))
+        labels = lambda params: {k: ("autoencoder" if k == "autoencoder" else "disc")  # noqa: E731
+                                 for k in params}
+        return optax.multi_transform({"autoencoder": tx, "disc": disc}, labels), schedule
+
+    def init(self, rng: jax.Array, batch: dict[str, Any]) -> Any:
+        video = to_unit_range(batch["video"])
+        r_ae, r_2d, r_3d = jax.random.split(rng, 3)
+        params = {"autoencoder": self.model.init({"params": r_ae}, video)["params"]}
+        if self.gan:
+            params["disc2d"] = self.disc2d.init({"params": r_2d}, video)["params"]
+            params["disc3d"] = self.disc3d.init({"params": r_3d}, video)["params"]
+        return params
+
+    # -- pieces ------------------------------------------------------------
+    def encode(self, params: Any, video: jax.Array) -> triplane.Triplane:
+        return self.model.apply({"params": params["autoencoder"]}, video,
+                                method=self.model.encode)
+
+    def decode(self, params: Any, planes: triplane.Triplane) -> jax.Array:
+        return self.model.apply({"params": params["autoencoder"]}, planes,
+                                method=self.model.decode)
+
+    def lpips(self, x: jax.Array, y: jax.Array, rng: jax.Array | None) -> jax.Array:
+        """Mean LPIPS over `lpips_frames` random frames (the same ones for x and y)."""
+        n = int(self.config.pvdm.lpips_frames)
+        if n and n < x.shape[1] and rng is not None:
+            idx = jax.random.choice(rng, x.shape[1], (n,), replace=False)
+            x, y = x[:, idx], y[:, idx]
+        flat = lambda v: to_rgb(v.reshape(-1, *v.shape[2:]))  # noqa: E731
+        return jnp.mean(self.lpips_model.apply({"params": self.lpips_params}, flat(x), flat(y)))
+
+    def reconstruction_loss(self, x: jax.Array, recon: jax.Array,
+                            rng: jax.Array | None) -> tuple[jax.Array, dict[str, jax.Array]]:
+        l1 = jnp.mean(jnp.abs(x - recon))
+        total = float(self.config.pvdm.l1_weight) * l1
+        metrics = {"l1": l1}
+        if self.lpips_weight:
+            lp = self.lpips(x, recon, rng)
+            total = total + self.lpips_weight * lp
+            metrics["lpips"] = lp
+        return total, metrics
+
+    def _logits(self, params: Any, video: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return (self.disc2d.apply({"params": params["disc2d"]}, video),
+                self.disc3d.apply({"params": params["disc3d"]}, video))
+
+    def adversarial_weight(self, x: jax.Array, recon: jax.Array, disc_params: Any,
+                           rng: jax.Array, step: jax.Array) -> jax.Array:
+        p = self.config.pvdm
+        if p.gan_weight_mode == "scheduled":
+            ramp = (step - int(p.gan_start_step)) / max(int(p.gan_ramp_steps), 1)
+            return float(p.gan_weight) * jnp.clip(ramp, 0.0, 1.0)
+        r = jax.lax.stop_gradient(recon)
+        g_rec = jax.grad(lambda v: self.reconstruction_loss(x, v, rng)[0])(r)
+        g_adv = jax.grad(lambda v: self.generator_loss(disc_params, v))(r)
+        ratio = jnp.linalg.norm(g_rec) / (jnp.linalg.norm(g_adv) + 1e-4)
+        return float(p.gan_weight) * jnp.clip(jax.lax.stop_gradient(ratio), 0.0,
+                                              float(p.adaptive_max_weight))
+
+    def generator_loss(self, disc_params: Any, recon: jax.Array) -> jax.Array:
+        f2, f3 = self._logits(disc_params, recon)
+        return hinge_g_loss(f2) + hinge_g_loss(f3)
+
+    # -- training ----------------------------------------------------------
+    def loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array, *,
+             train: bool = True, step: jax.Array | None = None
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        del train
+        with jax.named_scope("pvdm_ae_loss"):
+            x = to_unit_range(batch["video"])
+            recon, planes = self.model.apply({"params": params["autoencoder"]}, x)
+            rng_lpips, _ = jax.random.split(rng)
+            total, metrics = self.reconstruction_loss(x, recon, rng_lpips)
+            metrics["psnr"] = jnp.mean(
+                10 * jnp.log10(4.0 / jnp.maximum(jnp.mean((x - recon) ** 2, (1, 2, 3, 4)), 1e-10)))
+            metrics["latent_abs_mean"] = jnp.mean(jnp.stack([jnp.mean(jnp.abs(z)) for z in planes]))
+            if self.gan:
+                step = jnp.asarray(jnp.iinfo(jnp.int32).max if step is None else step)
+                on = (step >= int(self.config.pvdm.gan_start_step)).astype(jnp.float32)
+                frozen = jax.lax.stop_gradient({k: params[k] for k in ("disc2d", "disc3d")})
+                g_loss = self.generator_loss(frozen, recon)
+                weight = self.adversarial_weight(x, recon, frozen, rng_lpips, step)
+                r2, r3 = self._logits(params, x)
+                f2, f3 = self._logits(params, jax.lax.stop_gradient(recon))
+                d_loss = hinge_d_loss(r2, f2) + hinge_d_loss(r3, f3)
+                total = total + on * (weight * g_loss + d_loss)
+                metrics.update(g_loss=g_loss, d_loss=d_loss, adv_weight=weight * on,
+                               logits_real=0.5 * (jnp.mean(r2) + jnp.mean(r3)),
+                               logits_fake=0.5 * (jnp.mean(f2) + jnp.mean(f3)))
+        return total, metrics
+
+    # -- periodic samples ----------------------------------------------------
+    def sample(self, params: Any, rng: jax.Array, *, num_samples: int, **unused: Any) -> jax.Array:
+        """Held-out clips next to their reconstructions (side by side), [N, S, H, 2W, C]."""
+        del rng, unused
+        clips = jnp.asarray(held_out_clips(self.config, num_samples), jnp.float32) / 127.5 - 1
+        recon = self.model.apply({"params": params["autoencoder"]}, clips)[0]
+        return jnp.concatenate([clips, jnp.clip(recon, -1, 1)], axis=3)
+
+
+def held_out_clips(config: Any, num: int, *, split: str = "test", seed: int = 0) -> np.ndarray:
+    """`num` uint8 clips [num, T, R, R, C] of `split` (deterministic, no augmentation)."""
+    from vdiff.data import pipeline
+
+    d = config.data.copy_and_resolve_references()
+    d.random_flip, d.worker_count, d.temporal_crop = False, 0, "first"
+    it = pipeline.make_iterator(d, split=split, seed=seed, global_batch_size=1, shuffle=True)
+    try:
+        return np.concatenate([next(it)["video"] for _ in range(num)])
+    finally:
+        getattr(it, "close", lambda: None)()
+
+
+# --------------------------------------------------------------------------------------------
+# stage 2: latent diffusion over the triplane
+
+
+def load_autoencoder_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, "config.json")
+    if not workdir or not os.path.isfile(path):
+        raise ConfigError(
+            f"pvdm.autoencoder_workdir={workdir!r} holds no trained autoencoder "
+            f"({path} is missing): train one first, e.g. python -m vdiff.main "
+            f"--config=configs/pvdm_ae_digits.py --workdir=DIR, then pass "
+            f"--config.pvdm.autoencoder_workdir=DIR")
+    with open(path) as f:
+        cfg = ml_collections.ConfigDict(json.load(f))
+    if cfg.method != "pvdm_ae":
+        raise ConfigError(f"{path} is a {cfg.method!r} run, not a pvdm_ae autoencoder")
+    return cfg
+
+
+def load_autoencoder_params(ae_config: Any, workdir: str) -> Any:
+    """The autoencoder's EMA weights (host numpy) from the latest checkpoint in `workdir`."""
+    from vdiff.sampling import restore_ema_params
+    from vdiff.train import sharding
+
+    params, _ = restore_ema_params(ae_config, workdir, PVDMAutoencoderStage(ae_config),
+                                   sharding.make_mesh((1, -1, 1)))
+    return jax.tree.map(np.asarray, jax.device_get(params["autoencoder"]))
+
+
+class PVDMLatentStage:
+    """`pvdm_ldm`: ε/v diffusion on frozen-autoencoder triplanes, clip-conditional."""
+
+    def __init__(self, config: Any):
+        self.config = config
+        p, d = config.pvdm, config.data
+        self.ae_config = load_autoencoder_config(p.autoencoder_workdir)
+        ae_data = self.ae_config.data
+        self.clip_frames = int(p.clip_frames)
+        self.cond_prob = float(p.cond_prob)
+        if not 0.0 <= self.cond_prob <= 1.0:
+            raise ConfigError(f"pvdm.cond_prob={self.cond_prob} must be in [0, 1]")
+        self.conditional = self.cond_prob > 0
+        if int(ae_data.num_frames) != self.clip_frames:
+            raise ConfigError(f"pvdm.clip_frames={self.clip_frames} but the autoencoder "
+                              f"was trained on {ae_data.num_frames}-frame clips")
+        for key in ("resolution", "channels"):
+            if int(ae_data[key]) != int(d[key]):
+                raise ConfigError(f"data.{key}={d[key]} differs from the autoencoder's "
+                                  f"{ae_data[key]} ({p.autoencoder_workdir})")
+        _check_data(config, self.clip_frames * (2 if self.conditional else 1))
+        self.channels, self.resolution = int(d.channels), int(d.resolution)
+        self.autoencoder = build_autoencoder(self.ae_config.model, self.channels)
+        am = self.ae_config.model
+        self.latent_channels = int(am.latent_channels)
+        self.template = triplane.plane_shapes(
+            num_frames=self.clip_frames, height=self.resolution, width=self.resolution,
+            patch_size=int(am.patch_size), channels=self.latent_channels)
+        self.num_tokens = sum(a * b for a, b, _ in self.template)
+        m = config.model
+        self.model = TriplaneUNet(
+            out_channels=self.latent_channels, base_channels=int(m.base_channels),
+            channel_mults=tuple(m.channel_mults), num_res_blocks=int(m.num_res_blocks),
+            attn_levels=tuple(m.attn_levels), head_dim=int(m.head_dim),
+            dropout=float(m.dropout), attention_impl=_impl(m.attention_impl),
+            remat=bool(m.remat), dtype=_dtype(m.dtype))
+        diff = config.diffusion
+        self.parameterization = diff.parameterization
+        targets.check_parameterization(self.parameterization)
+        self.schedule = schedules.get_schedule(diff.schedule, logsnr_min=diff.logsnr_min,
+                                               logsnr_max=diff.logsnr_max)
+        self.num_frames = int(p.sample_num_frames) or int(d.num_frames)
+        # Read now, outside any trace (init runs under jax.eval_shape / jit); host numpy.
+        self.ae_params = load_autoencoder_params(self.ae_config, p.autoencoder_workdir)
+
+    # -- shapes and pieces ---------------------------------------------------
+    def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+        r, t = self.resolution, int(self.config.data.num_frames)
+        return {"video": np.zeros((batch_size, t, r, r, self.channels), np.uint8),
+                "label": np.zeros((batch_size,), np.int32)}
+
+    def optimizer(self, train_config: Any) -> tuple[optax.GradientTransformation, Any]:
+        """The UNet trains with `train`'s optimizer; the autoencoder copy is frozen."""
+        tx, schedule = make_optimizer(train_config)
+        labels = lambda params: {k: ("unet" if k == "unet" else "frozen")  # noqa: E731
+                                 for k in params}
+        return optax.multi_transform({"unet": tx, "frozen": optax.set_to_zero()},
+                                     labels), schedule
+
+    def planes(self, tokens: jax.Array) -> triplane.Triplane:
+        like = triplane.Triplane(*(jax.ShapeDtypeStruct((tokens.shape[0], *s), tokens.dtype)
+                                   for s in self.template))
+        return triplane.from_tokens(tokens, like)
+
+    def encode(self, params: Any, video: jax.Array) -> jax.Array:
+        """Clips [B, S, H, W, C] in [−1, 1] → latent tokens [B, L, C] (no gradient)."""
+        ae = jax.lax.stop_gradient(params["autoencoder"])
+        planes = self.autoencoder.apply({"params": ae}, video, method=self.autoencoder.encode)
+        return triplane.to_tokens(planes)
+
+    def decode(self, params: Any, tokens: jax.Array) -> jax.Array:
+        return self.autoencoder.apply({"params": params["autoencoder"]}, self.planes(tokens),
+                                      method=self.autoencoder.decode)
+
+    def apply(self, params: Any, z: jax.Array, logsnr: jax.Array, cond: jax.Array | None,
+              *, train: bool = False, rng: jax.Array | None = None) -> jax.Array:
+        cond_planes = self.planes(cond) if self.conditional else None
+        out = self.model.apply({"params": params["unet"]}, self.planes(z), logsnr,
+                               cond=cond_planes, train=train,
+                               rngs={"dropout": rng} if rng is not None else {})
+        return triplane.to_tokens(out)
+
+    def init(self, rng: jax.Array, batch: dict[str, Any]) -> Any:
+        b = batch["video"].shape[0]
+        z = jnp.zeros((b, self.num_tokens, self.latent_channels), jnp.float32)
+        cond = self.planes(z) if self.conditional else None
+        unet = self.model.init({"params": rng}, self.planes(z), jnp.zeros((b,)), cond=cond)
+        return {"unet": unet["params"], "autoencoder": self.ae_params}
+
+    # -- training --------------------------------------------------------------
+    def loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array, *,
+             train: bool = True, step: jax.Array | None = None
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        del step
+        with jax.named_scope("pvdm_ldm_loss"):
+            video = to_unit_range(batch["video"])
+            b, s = video.shape[0], self.clip_frames
+            rng_c, rng_t, rng_eps, rng_drop = jax.random.split(rng, 4)
+            if self.conditional:  # one encoder call for both clips
+                both = self.encode(params, jnp.concatenate([video[:, :s], video[:, s:]]))
+                z_prev, x0 = both[:b], both[b:]
+                keep = jax.random.bernoulli(rng_c, self.cond_prob, (b, 1, 1))
+                cond = jnp.where(keep, z_prev, 0.0)
+            else:
+                x0, cond, keep = self.encode(params, video), None, None
+            _, logsnr = losses.sample_logsnr(rng=rng_t, batch_size=b, schedule=self.schedule)
+            eps = jax.random.normal(rng_eps, x0.shape, jnp.float32)
+            z = targets.q_sample(x0=x0, eps=eps, logsnr=logsnr)
+            out = self.apply(params, z, logsnr, cond, train=train, rng=rng_drop)
+            d = self.config.diffusion
+            per_example = losses.diffusion_loss(
+                x0=x0, eps=eps, logsnr=logsnr, model_output=out,
+                parameterization=self.parameterization, loss_space=d.loss_space,
+                weighting=d.weighting)
+            metrics = {"logsnr_mean": jnp.mean(logsnr), "latent_std": jnp.std(x0)}
+            if keep is not None:
+                k = keep[:, 0, 0].astype(jnp.float32)
+                metrics["loss_conditional"] = jnp.sum(per_example * k) / jnp.maximum(k.sum(), 1)
+                metrics["loss_unconditional"] = (jnp.sum(per_example * (1 - k))
+                                                 / jnp.maximum((1 - k).sum(), 1))
+        return jnp.mean(per_example), metrics
+
+    # -- sampling ----------------------------------------------------------------
+    def denoiser(self, params: Any, cond: jax.Array | None):
+        def denoise_fn(z: jax.Array, logsnr: jax.Array) -> jax.Array:
+            out = self.apply(params, z, logsnr, cond)
+            return targets.predictions(z=z, model_output=out, logsnr=logsnr,
+                                       parameterization=self.parameterization)[0]
+        return denoise_fn
+
+    def sample_latents(self, params: Any, rng: jax.Array, num: int, cond: jax.Array | None, *,
+                       sampler: str, num_steps: int, **kwargs: Any) -> jax.Array:
+        """Latent tokens [num, L, C] of one clip given the previous clip's (or zeros)."""
+        return samplers.sample(sampler=sampler, denoise_fn=self.denoiser(params, cond), rng=rng,
+                               shape=(num, self.num_tokens, self.latent_channels),
+                               logsnr_schedule=self.schedule, num_steps=num_steps,
+                               clip_x0=True, **kwargs)  # tanh-bounded latents
+
+    def generate_long_video(self, params: Any, rng: jax.Array, num: int, num_frames: int, *,
+                            sampler: str = "ddim", num_steps: int = 100,
+                            **kwargs: Any) -> jax.Array:
+        """[num, num_frames, H, W, C] in [−1, 1]: clip 1 unconditional, each next clip
+        conditioned on the previous clip's latents; decoded and concatenated."""
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be ≥ 1, got {num_frames}")
+        clips = math.ceil(num_frames / self.clip_frames)
+        if clips > 1 and not self.conditional:
+            raise ConfigError("this latent model is unconditional (pvdm.cond_prob=0): it "
+                              f"makes {self.clip_frames}-frame clips only")
+
+        def one_clip(prev, clip_rng):
+            cond = prev if self.conditional else None
+            z = self.sample_latents(params, clip_rng, num, cond, sampler=sampler,
+                                    num_steps=num_steps, **kwargs)
+            return z, jnp.clip(self.decode(params, z), -1.0, 1.0)
+
+        start = jnp.zeros((num, self.num_tokens, self.latent_channels), jnp.float32)
+        _, videos = jax.lax.scan(one_clip, start, jax.random.split(rng, clips))
+        videos = jnp.moveaxis(videos, 0, 1)  # [num, clips, S, H, W, C]
+        return videos.reshape(num, clips * self.clip_frames, *videos.shape[3:])[:, :num_frames]
+
+    def sample(self, params: Any, rng: jax.Array, *, num_samples: int,
+               num_steps: int = 100, guidance_scale: float = 0.0, gamma: float = 0.3,
+               **unused: Any) -> jax.Array:
+        """The trainer's periodic samples and FVD: `num_frames` frames per video."""
+        del guidance_scale, unused
+        sampler = self.config.pvdm.sampler
+        kwargs = {"gamma": gamma} if sampler == "ancestral" else {}
+        return self.generate_long_video(params, rng, num_samples, self.num_frames,
+                                        sampler=sampler, num_steps=num_steps, **kwargs)
