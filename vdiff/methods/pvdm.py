@@ -358,10 +358,13 @@ def load_autoencoder_params(ae_config: Any, workdir: str) -> Any:
 class PVDMLatentStage:
     """`pvdm_ldm`: ε/v diffusion on frozen-autoencoder triplanes, clip-conditional."""
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, *, autoencoder: tuple[Any, Any] | None = None):
+        """`autoencoder` = (pvdm_ae config, its autoencoder params) bypasses
+        `pvdm.autoencoder_workdir` (benchmarks, notebooks, tests)."""
         self.config = config
         p, d = config.pvdm, config.data
-        self.ae_config = load_autoencoder_config(p.autoencoder_workdir)
+        self.ae_config = (autoencoder[0] if autoencoder is not None
+                          else load_autoencoder_config(p.autoencoder_workdir))
         ae_data = self.ae_config.data
         self.clip_frames = int(p.clip_frames)
         self.cond_prob = float(p.cond_prob)
@@ -398,7 +401,8 @@ class PVDMLatentStage:
                                                logsnr_max=diff.logsnr_max)
         self.num_frames = int(p.sample_num_frames) or int(d.num_frames)
         # Read now, outside any trace (init runs under jax.eval_shape / jit); host numpy.
-        self.ae_params = load_autoencoder_params(self.ae_config, p.autoencoder_workdir)
+        self.ae_params = (autoencoder[1] if autoencoder is not None
+                          else load_autoencoder_params(self.ae_config, p.autoencoder_workdir))
 
     # -- shapes and pieces ---------------------------------------------------
     def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
