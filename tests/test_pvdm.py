@@ -17,8 +17,9 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import types
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -75,31 +76,41 @@ def trees_equal(a, b) -> bool:
 
 
 class _CliChain:
-    """Runs `python -m vdiff.main` invocations in two worker threads (one chain each)."""
+    """Runs `python -m vdiff.main` invocations in two worker threads, output to files."""
 
-    def __init__(self):
+    def __init__(self, logs):
+        self.logs = logs
         self.pool = ThreadPoolExecutor(2)
         self.lock = threading.Lock()
         self.procs: list[subprocess.Popen] = []
         self.closed = False
 
-    def main(self, config, workdir, *flags, arg="runlocal"):
+    def main(self, config, workdir, *flags, arg="runlocal", ready=None):
+        """Runs to completion; returns stdout. `ready` = (path, future): the future gets
+        `workdir` as soon as `path` exists, while the run goes on."""
         cmd = [sys.executable, "-m", "vdiff.main", f"--config={config}:{arg}",
                f"--workdir={workdir}", *flags]
         with self.lock:
             if self.closed:
                 raise RuntimeError("cancelled")
-            proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
+            n = len(self.procs)
+            out, err = self.logs / f"run{n}.out", self.logs / f"run{n}.err"
+            with open(out, "w") as o, open(err, "w") as e:
+                proc = subprocess.Popen(cmd, cwd=REPO, stdout=o, stderr=e)
             self.procs.append(proc)
-        try:
-            out, err = proc.communicate(timeout=600)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise
-        assert proc.returncode == 0, f"{' '.join(cmd)}\n{err[-3000:]}"
-        return out
+        import time as _t; _t0 = _t.time(); print("START", cmd[3:5], _t0, file=open("/tmp/pvdm_times.txt", "a"))
+        deadline = time.monotonic() + 600
+        while proc.poll() is None:
+            if ready is not None and not ready[1].done() and ready[0].exists():
+                ready[1].set_result(workdir)
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise TimeoutError(" ".join(cmd))
+            time.sleep(0.2)
+        print("END", cmd[3:5], _t.time(), _t.time() - _t0, file=open("/tmp/pvdm_times.txt", "a"))
+        assert proc.returncode == 0, f"{' '.join(cmd)}\n{err.read_text()[-3000:]}"
+        return out.read_text()
 
     def close(self):
         with self.lock:
@@ -114,25 +125,43 @@ class _CliChain:
 
 @pytest.fixture(scope="module", autouse=True)
 def cli(tmp_path_factory):
-    """Futures of the command-line runs: ae (train) → {eval of ae, ldm (train) → sample}."""
+    """Futures of the command-line runs, in two chains:
+
+        ae (train) ─ its last checkpoint written ─→ ldm (train) → sample (long video)
+                   └ the whole run done, and ldm ─→ eval of ae
+
+    The latent run starts as soon as the autoencoder's checkpoint is committed (the
+    autoencoder run goes on with its final samples and evaluation), and the eval overlaps
+    the sampling run, the tail of the chain."""
     root = tmp_path_factory.mktemp("pvdm_cli")
     ae, ldm, out = root / "ae", root / "ldm", root / "long"
-    chain = _CliChain()
+    chain = _CliChain(root)
+    ae_steps = int(load_config("pvdm_ae_digits", "runlocal").train.num_steps)
+    runs = types.SimpleNamespace(ae_checkpoint=Future())
 
     def train_ae():
-        chain.main(AE_CONFIG, ae)
+        try:
+            chain.main(AE_CONFIG, ae, ready=(
+                ae / "checkpoints" / str(ae_steps) / "commit_success.txt", runs.ae_checkpoint))
+        except BaseException as e:
+            if not runs.ae_checkpoint.done():
+                runs.ae_checkpoint.set_exception(e)
+            raise
+        if not runs.ae_checkpoint.done():
+            runs.ae_checkpoint.set_result(ae)
         return ae
+
+    def train_ldm():
+        runs.ae_checkpoint.result()
+        chain.main(LDM_CONFIG, ldm, arg=f"runlocal,ae={ae}")
+        return ldm
 
     def eval_ae():
         runs.ae.result()
+        runs.ldm.result()
         before = (ae / "eval.jsonl").read_text().splitlines()
         stdout = chain.main(AE_CONFIG, ae, "--mode=eval")
         return before, (ae / "eval.jsonl").read_text().splitlines(), stdout
-
-    def train_ldm():
-        runs.ae.result()
-        chain.main(LDM_CONFIG, ldm, arg=f"runlocal,ae={ae}")
-        return ldm
 
     def sample_long():
         runs.ldm.result()
@@ -141,10 +170,9 @@ def cli(tmp_path_factory):
                    f"--output_dir={out}", arg=f"runlocal,ae={ae}")
         return out
 
-    runs = types.SimpleNamespace()
-    runs.ae = chain.pool.submit(train_ae)  # worker 1: ae, then ldm
-    runs.eval = chain.pool.submit(eval_ae)  # worker 2: waits for ae, then eval, then sample
-    runs.ldm = chain.pool.submit(train_ldm)
+    runs.ae = chain.pool.submit(train_ae)  # worker 1: ae, then eval
+    runs.ldm = chain.pool.submit(train_ldm)  # worker 2: ldm, then sample
+    runs.eval = chain.pool.submit(eval_ae)
     runs.sample = chain.pool.submit(sample_long)
     yield runs
     chain.close()
@@ -152,7 +180,7 @@ def cli(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ae_workdir(cli):
-    return cli.ae.result()
+    return cli.ae_checkpoint.result()
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,23 +189,21 @@ def ae_workdir(cli):
 
 @pytest.fixture(scope="module")
 def ae():
-    """The runlocal autoencoder with a scheduled adversarial weight (λ known at each step)."""
+    """The runlocal autoencoder with a scheduled adversarial weight (λ known at each step).
+
+    The reconstruction loss is L1 only (pvdm.lpips_weight = 0): LPIPS only adds compile time
+    here, and the command-line run trains with it."""
     c = load_config("pvdm_ae_digits", "runlocal")
     c.pvdm.update(dict(gan_weight_mode="scheduled", gan_start_step=GAN_START,
-                       gan_ramp_steps=RAMP, gan_weight=GAN_WEIGHT))
+                       gan_ramp_steps=RAMP, gan_weight=GAN_WEIGHT, lpips_weight=0.0))
     m = PVDMAutoencoderStage(c)
     batch = {"video": _uint8_video(0, m.num_frames)}
     params = strip_boxes(jax.jit(m.init)(jax.random.key(0), batch))
     assert set(params) == {"autoencoder", "disc2d", "disc3d"}
     x = jnp.asarray(to_unit_range(batch["video"]))
     recon = jax.jit(lambda p: m.model.apply({"params": p}, x)[0])(params["autoencoder"])
-    # The same model with an L1-only reconstruction loss, where LPIPS (compile time) does
-    # not matter to what a test checks.
-    c_l1 = copy.deepcopy(c)
-    c_l1.pvdm.lpips_weight = 0.0
     return types.SimpleNamespace(config=c, method=m, batch=batch, params=params, x=x,
-                                 recon=recon, config_l1=c_l1,
-                                 method_l1=PVDMAutoencoderStage(c_l1))
+                                 recon=recon)
 
 
 def test_ae_one_loss_routes_each_objective_to_its_parameters(ae):
@@ -242,7 +268,7 @@ def test_adaptive_weight_is_the_bounded_gradient_ratio(ae):
     disc = {k: p[k] for k in ("disc2d", "disc3d")}
 
     def adaptive(max_weight):
-        c = copy.deepcopy(ae.config_l1)
+        c = copy.deepcopy(ae.config)
         c.pvdm.update(dict(gan_weight_mode="adaptive", adaptive_max_weight=max_weight))
         return PVDMAutoencoderStage(c)
 
@@ -273,9 +299,9 @@ def test_adaptive_weight_is_the_bounded_gradient_ratio(ae):
 
 
 def test_ae_optimizer_steps_each_group_with_its_own_adam(ae):
-    m, c = ae.method_l1, ae.config_l1
+    m, c = ae.method, ae.config
     tx, schedule = m.optimizer(c.train)
-    state = TrainState.create(params=ae.params, tx=tx)
+    state = jax.jit(lambda p: TrainState.create(params=p, tx=tx))(ae.params)
     step = jax.jit(functools.partial(train_step, method=m, tx=tx, schedule=schedule,
                                      ema_decay=float(c.train.ema_decay)))
     rng = jax.random.key(7)
@@ -436,19 +462,22 @@ def test_long_video_chains_clips_through_their_latents(ldm):
     assert video.shape == (B, 10, 32, 32, 1)
     assert np.all(np.isfinite(video)) and video.min() >= -1.0 and video.max() <= 1.0
 
-    sample = jax.jit(lambda p, r, cond: m.sample_latents(p, r, B, cond, sampler="ddim",
-                                                         num_steps=steps))
-    decode = jax.jit(lambda p, z: jnp.clip(m.decode(p, z), -1.0, 1.0))
-    keys = jax.random.split(rng, 3)
+    @jax.jit
+    def clip(p, r, cond):
+        """One clip by hand: its latents and its decoded frames."""
+        z = m.sample_latents(p, r, B, cond, sampler="ddim", num_steps=steps)
+        return z, jnp.clip(m.decode(p, z), -1.0, 1.0)
+
+    keys = jax.random.split(rng, 3)  # one key per clip, as the implementation splits
     zeros = jnp.zeros((B, m.num_tokens, m.latent_channels))
-    z1 = sample(params, keys[0], zeros)
-    z2 = sample(params, keys[1], z1)
-    z3 = sample(params, keys[2], z2)
-    np.testing.assert_allclose(video[:, :s], decode(params, z1), atol=1e-4)
-    np.testing.assert_allclose(video[:, s:2 * s], decode(params, z2), atol=1e-4)
-    np.testing.assert_allclose(video[:, 2 * s:], decode(params, z3)[:, :10 - 2 * s], atol=1e-4)
+    z1, x1 = clip(params, keys[0], zeros)
+    z2, x2 = clip(params, keys[1], z1)
+    _, x3 = clip(params, keys[2], z2)
+    np.testing.assert_allclose(video[:, :s], x1, atol=1e-4)
+    np.testing.assert_allclose(video[:, s:2 * s], x2, atol=1e-4)
+    np.testing.assert_allclose(video[:, 2 * s:], x3[:, :10 - 2 * s], atol=1e-4)
     # the chaining matters: the same noise without the first clip's latents differs
-    free = sample(params, keys[1], zeros)
+    free, _ = clip(params, keys[1], zeros)
     assert float(jnp.abs(free - z2).max()) > 1e-2
 
 

@@ -40,6 +40,20 @@ def relative_position_buckets(num_frames: int, max_distance: int) -> jnp.ndarray
     return rel + max_distance
 
 
+def usable_implementation(implementation: str | None, q: jnp.ndarray,
+                          k: jnp.ndarray) -> str | None:
+    """`implementation`, or None (XLA) where cuDNN's fused attention cannot run: float32
+    inputs, head dims not a multiple of 8 or above 256, or odd sequence lengths (e.g. a
+    16-token line plus PVDM's summary token). Lets one config switch cover every layer."""
+    if implementation != "cudnn":
+        return implementation
+    head_dim = q.shape[-1]
+    if (q.dtype not in (jnp.bfloat16, jnp.float16) or head_dim % 8 or head_dim > 256
+            or q.shape[-3] % 2 or k.shape[-3] % 2):
+        return None
+    return implementation
+
+
 class HeadsAttention(nn.Module):
     """Projects to heads, attends over axis 1 of [N, L, C] tokens, projects back."""
 
@@ -58,7 +72,8 @@ class HeadsAttention(nn.Module):
             kernel_init=P.partitioned(default_init, (P.EMBED, P.HEADS)))(tokens)
         q, k, v = jnp.split(qkv.reshape(*qkv.shape[:-1], 3 * heads, self.head_dim), 3, axis=-2)
         out = jax.nn.dot_product_attention(
-            q, k, v, bias=bias, mask=mask, implementation=self.implementation)
+            q, k, v, bias=bias, mask=mask,
+            implementation=usable_implementation(self.implementation, q, k))
         out = out.reshape(*out.shape[:-2], heads * self.head_dim)
         return nn.Dense(
             channels, dtype=self.dtype, name="out",

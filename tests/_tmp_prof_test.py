@@ -1,0 +1,514 @@
+"""PVDM methods: the autoencoder stage's one-loss GAN routing and optimizers, the latent
+stage's frozen autoencoder, token layout, conditioning switch and long videos, and both
+stages through `python -m vdiff.main`.
+
+The latent stage needs a trained autoencoder run. The command-line runs (autoencoder
+training, latent training, long-video sampling, reconstruction eval) form one chain that
+starts in a background thread with the first test of this module, so the subprocesses
+compile and train while the in-process tests run; the tests that need a run wait for it.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import types
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.helpers import REPO, load_config
+from vdiff.errors import ConfigError
+from vdiff.methods.pvdm import PVDMAutoencoderStage, PVDMLatentStage
+from vdiff.methods.vdm import to_unit_range
+from vdiff.models import triplane
+from vdiff.models.pvdm_discriminators import hinge_d_loss, hinge_g_loss
+from vdiff.train.sharding import strip_boxes
+from vdiff.train.state import TrainState
+from vdiff.train.train_step import train_step
+
+AE_CONFIG = os.path.join(REPO, "configs", "pvdm_ae_digits.py")
+LDM_CONFIG = os.path.join(REPO, "configs", "pvdm_ldm_digits.py")
+B = 2  # in-process batch size
+GAN_START, RAMP, GAN_WEIGHT = 2, 4, 0.5
+STEP_ON, STEP_OFF = 4, 1  # scheduled λ at STEP_ON = 0.5 · (4 − 2) / 4
+LAMBDA_ON = GAN_WEIGHT * (STEP_ON - GAN_START) / RAMP
+
+
+def _uint8_video(seed: int, frames: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (B, frames, 32, 32, 1)).astype(np.uint8)
+
+
+def _leaves(tree):
+    return jax.tree.leaves(jax.tree.map(np.asarray, tree))
+
+
+def assert_trees_close(actual, expected, rtol=2e-4):
+    """Leafwise allclose with an absolute floor relative to the whole tree's scale (some
+    gradients are zero up to rounding, e.g. a conv bias right before a GroupNorm)."""
+    a, e = _leaves(actual), _leaves(expected)
+    assert len(a) == len(e) and a
+    scale = max(float(np.abs(y).max()) for y in e)
+    for x, y in zip(a, e):
+        assert x.shape == y.shape
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * scale)
+
+
+def tree_max_abs_diff(a, b) -> float:
+    return max(float(np.abs(x - y).max()) for x, y in zip(_leaves(a), _leaves(b)))
+
+
+def trees_equal(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(_leaves(a), _leaves(b)))
+
+
+# --------------------------------------------------------------------------------------------
+# the command-line chain (background)
+
+
+class _CliChain:
+    """Runs `python -m vdiff.main` invocations in two worker threads, output to files."""
+
+    def __init__(self, logs):
+        self.logs = logs
+        self.pool = ThreadPoolExecutor(2)
+        self.lock = threading.Lock()
+        self.procs: list[subprocess.Popen] = []
+        self.closed = False
+
+    def main(self, config, workdir, *flags, arg="runlocal", ready=None):
+        """Runs to completion; returns stdout. `ready` = (path, future): the future gets
+        `workdir` as soon as `path` exists, while the run goes on."""
+        cmd = [sys.executable, "-m", "vdiff.main", f"--config={config}:{arg}",
+               f"--workdir={workdir}", *flags]
+        with self.lock:
+            if self.closed:
+                raise RuntimeError("cancelled")
+            n = len(self.procs)
+            out, err = self.logs / f"run{n}.out", self.logs / f"run{n}.err"
+            with open(out, "w") as o, open(err, "w") as e:
+                proc = subprocess.Popen(cmd, cwd=REPO, stdout=o, stderr=e)
+            self.procs.append(proc)
+        import time as _t; _t0 = _t.time(); print("START", cmd[3:5], _t0, file=open("/tmp/pvdm_times.txt", "a"))
+        deadline = time.monotonic() + 600
+        while proc.poll() is None:
+            if ready is not None and not ready[1].done() and ready[0].exists():
+                ready[1].set_result(workdir)
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise TimeoutError(" ".join(cmd))
+            time.sleep(0.2)
+        print("END", cmd[3:5], _t.time(), _t.time() - _t0, file=open("/tmp/pvdm_times.txt", "a"))
+        assert proc.returncode == 0, f"{' '.join(cmd)}\n{err.read_text()[-3000:]}"
+        return out.read_text()
+
+    def close(self):
+        with self.lock:
+            self.closed = True
+            procs = list(self.procs)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        self.pool.shutdown(wait=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cli():
+    import pathlib
+    def done(v):
+        f = Future(); f.set_result(v); return f
+    return types.SimpleNamespace(ae_checkpoint=done(pathlib.Path("/tmp/pv_ae2")), ldm=done(pathlib.Path("/tmp/pv_ldm_0")), sample=done(pathlib.Path("/tmp/pv_out")), eval=done(([], [], "")))
+
+
+@pytest.fixture(scope="module")
+def ae_workdir(cli):
+    return cli.ae_checkpoint.result()
+
+
+# --------------------------------------------------------------------------------------------
+# stage 1: the autoencoder
+
+
+@pytest.fixture(scope="module")
+def ae():
+    """The runlocal autoencoder with a scheduled adversarial weight (λ known at each step)."""
+    c = load_config("pvdm_ae_digits", "runlocal")
+    c.pvdm.update(dict(gan_weight_mode="scheduled", gan_start_step=GAN_START,
+                       gan_ramp_steps=RAMP, gan_weight=GAN_WEIGHT))
+    m = PVDMAutoencoderStage(c)
+    batch = {"video": _uint8_video(0, m.num_frames)}
+    params = strip_boxes(jax.jit(m.init)(jax.random.key(0), batch))
+    assert set(params) == {"autoencoder", "disc2d", "disc3d"}
+    x = jnp.asarray(to_unit_range(batch["video"]))
+    recon = jax.jit(lambda p: m.model.apply({"params": p}, x)[0])(params["autoencoder"])
+    # The same model with an L1-only reconstruction loss, where LPIPS (compile time) does
+    # not matter to what a test checks.
+    c_l1 = copy.deepcopy(c)
+    c_l1.pvdm.lpips_weight = 0.0
+    return types.SimpleNamespace(config=c, method=m, batch=batch, params=params, x=x,
+                                 recon=recon, config_l1=c_l1,
+                                 method_l1=PVDMAutoencoderStage(c_l1))
+
+
+def test_ae_one_loss_routes_each_objective_to_its_parameters(ae):
+    m, params, batch, x = ae.method, ae.params, ae.batch, ae.x
+    rng = jax.random.key(3)
+    rng_lpips = jax.random.split(rng)[0]  # the loss's LPIPS frame draw
+    # (the batch is an argument, as in train_step: the LPIPS frame draw indexes it)
+    grads_at = jax.jit(jax.grad(lambda p, b, step: m.loss(p, b, rng, step=step),
+                                has_aux=True))
+    g_on, metrics_on = grads_at(params, batch, jnp.int32(STEP_ON))
+    g_off, metrics_off = grads_at(params, batch, jnp.int32(STEP_OFF))
+    np.testing.assert_allclose(float(metrics_on["adv_weight"]), LAMBDA_ON, rtol=1e-6)
+    assert float(metrics_off["adv_weight"]) == 0.0
+
+    disc = {k: params[k] for k in ("disc2d", "disc3d")}
+
+    @jax.jit
+    @jax.grad
+    def disc_reference(d, leak):
+        """Hinge L_D alone (+ `leak` · L_G, what a missing stop-gradient would add)."""
+        p = {**params, **d}
+        recon = m.model.apply({"params": params["autoencoder"]}, x)[0]
+        r2, r3 = m._logits(p, x)
+        f2, f3 = m._logits(p, recon)
+        return (hinge_d_loss(r2, f2) + hinge_d_loss(r3, f3)
+                + leak * (hinge_g_loss(f2) + hinge_g_loss(f3)))
+
+    @jax.jit
+    @jax.grad
+    def ae_reference(a, lam):
+        """Reconstruction + λ · L_G with λ a constant and the discriminators fixed."""
+        recon = m.model.apply({"params": a}, x)[0]
+        rec, _ = m.reconstruction_loss(x, recon, rng_lpips)
+        f2, f3 = m._logits(params, recon)
+        return rec + lam * (hinge_g_loss(f2) + hinge_g_loss(f3))
+
+    want_disc = disc_reference(disc, 0.0)
+    assert_trees_close({k: g_on[k] for k in disc}, want_disc)
+    # the comparison can fail: letting L_G reach the discriminators changes their gradient
+    leaked = disc_reference(disc, LAMBDA_ON)
+    assert tree_max_abs_diff(leaked, want_disc) > 100 * 2e-4 * max(
+        np.abs(v).max() for v in _leaves(want_disc))
+
+    want_ae_on = ae_reference(params["autoencoder"], LAMBDA_ON)
+    want_ae_off = ae_reference(params["autoencoder"], 0.0)
+    assert_trees_close(g_on["autoencoder"], want_ae_on)
+    assert_trees_close(g_off["autoencoder"], want_ae_off)
+    # ... and the generator term contributes visibly to the autoencoder's gradient
+    scale = max(np.abs(v).max() for v in _leaves(want_ae_on))
+    assert tree_max_abs_diff(want_ae_on, want_ae_off) > 20 * 2e-4 * scale
+
+    # before gan_start_step: no discriminator gradient at all
+    for k in disc:
+        for leaf in _leaves(g_off[k]):
+            assert not np.any(leaf), k
+    assert np.isfinite(float(metrics_off["d_loss"]))  # still reported
+
+
+def test_adaptive_weight_is_the_bounded_gradient_ratio(ae):
+    p, x, recon = ae.params, ae.x, ae.recon
+    rng, step = jax.random.key(5), jnp.int32(STEP_ON)
+    disc = {k: p[k] for k in ("disc2d", "disc3d")}
+
+    def adaptive(max_weight):
+        c = copy.deepcopy(ae.config_l1)
+        c.pvdm.update(dict(gan_weight_mode="adaptive", adaptive_max_weight=max_weight))
+        return PVDMAutoencoderStage(c)
+
+    m = adaptive(1e6)
+
+    @jax.jit
+    def ratio(d):
+        g_rec = jax.grad(lambda v: m.reconstruction_loss(x, v, rng)[0])(recon)
+        g_adv = jax.grad(lambda v: m.generator_loss(d, v))(recon)
+        return jnp.linalg.norm(g_rec) / (jnp.linalg.norm(g_adv) + 1e-4)
+
+    r = float(ratio(disc))
+    assert np.isfinite(r) and r > 0
+    cap = r / 2
+    big, small = m, adaptive(cap)
+    weights = jax.jit(lambda d: (big.adversarial_weight(x, recon, d, rng, step),
+                                 small.adversarial_weight(x, recon, d, rng, step)))
+    w_big, w_small = (float(w) for w in weights(disc))
+    np.testing.assert_allclose(w_big, GAN_WEIGHT * r, rtol=1e-4)  # unclipped: w · ratio
+    np.testing.assert_allclose(w_small, GAN_WEIGHT * cap, rtol=1e-5)  # clipped at the cap
+    # A collapsed critic (zero weights: constant logits, ∇L_G = 0) gives a huge ratio:
+    # the weight stays finite and capped.
+    zero = jax.tree.map(jnp.zeros_like, disc)
+    w_big, w_small = (float(w) for w in weights(zero))
+    for w, limit in ((w_big, GAN_WEIGHT * 1e6), (w_small, GAN_WEIGHT * cap)):
+        assert np.isfinite(w) and 0.0 <= w <= limit * (1 + 1e-6)
+    np.testing.assert_allclose(w_small, GAN_WEIGHT * cap, rtol=1e-5)
+
+
+def test_ae_optimizer_steps_each_group_with_its_own_adam(ae):
+    m, c = ae.method_l1, ae.config_l1
+    tx, schedule = m.optimizer(c.train)
+    state = TrainState.create(params=ae.params, tx=tx)
+    step = jax.jit(functools.partial(train_step, method=m, tx=tx, schedule=schedule,
+                                     ema_decay=float(c.train.ema_decay)))
+    rng = jax.random.key(7)
+    on, metrics_on = step(state.replace(step=jnp.int32(STEP_ON)), ae.batch, rng)
+    off, metrics_off = step(state, ae.batch, rng)
+    assert float(metrics_on["finite"]) == float(metrics_off["finite"]) == 1.0
+    assert int(on.step) == STEP_ON + 1 and int(off.step) == 1
+
+    for k in ("autoencoder", "disc2d", "disc3d"):
+        assert not trees_equal(on.params[k], ae.params[k]), k
+    assert not trees_equal(off.params["autoencoder"], ae.params["autoencoder"])
+    # zero discriminator gradients before gan_start_step → Adam's update is exactly zero
+    for k in ("disc2d", "disc3d"):
+        assert trees_equal(off.params[k], ae.params[k]), k
+    # Adam's first step moves each coordinate by ≈ its group's learning rate
+    lr, disc_lr = float(c.train.lr), float(c.pvdm.disc_lr)
+    assert lr != disc_lr
+    ae_move = tree_max_abs_diff(on.params["autoencoder"], ae.params["autoencoder"])
+    disc_move = max(tree_max_abs_diff(on.params[k], ae.params[k]) for k in ("disc2d", "disc3d"))
+    np.testing.assert_allclose(ae_move, lr, rtol=0.02)
+    np.testing.assert_allclose(disc_move, disc_lr, rtol=0.02)
+
+
+# --------------------------------------------------------------------------------------------
+# stage 2: latent diffusion over the frozen autoencoder
+
+
+def _ldm_config(ae_workdir, cond_prob):
+    c = load_config("pvdm_ldm_digits", f"runlocal,ae={ae_workdir}")
+    c.pvdm.cond_prob = cond_prob
+    if cond_prob == 0:
+        c.data.num_frames = c.pvdm.clip_frames
+    return c
+
+
+def _perturbed_unet(params, seed):
+    """conv_out is zero-initialised (the model would ignore z and cond): make it generic."""
+    out = jax.tree.map(lambda v: v, params)  # a fresh container
+    leaves, tree = jax.tree.flatten(params["unet"]["conv_out"])
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    out["unet"] = dict(params["unet"])
+    out["unet"]["conv_out"] = jax.tree.unflatten(
+        tree, [0.05 * jax.random.normal(k, v.shape, v.dtype) for v, k in zip(leaves, keys)])
+    return out
+
+
+def _trainer_init_rng(config):
+    """The rng `trainer.train_and_evaluate` initialises a new run with."""
+    return jax.random.split(jax.random.key(config.seed), 3)[0]
+
+
+@pytest.fixture(scope="module")
+def ldm(ae_workdir):
+    """A conditional (cond_prob = 1) and an unconditional (cond_prob = 0, S-frame) model.
+
+    The conditional one is initialised as the trainer initialises the command-line run
+    (same architecture, same rng), so its UNet is that run's step-0 UNet."""
+    cond = PVDMLatentStage(_ldm_config(ae_workdir, 1.0))
+    unc = PVDMLatentStage(_ldm_config(ae_workdir, 0.0))
+    rng = _trainer_init_rng(cond.config)
+    cond_params = strip_boxes(jax.jit(cond.init)(rng, cond.example_batch(B)))
+    unc_params = strip_boxes(jax.jit(unc.init)(rng, unc.example_batch(B)))
+    return types.SimpleNamespace(cond=cond, unc=unc, cond_params=cond_params,
+                                 unc_params=unc_params,
+                                 cond_live=_perturbed_unet(cond_params, 1),
+                                 unc_live=_perturbed_unet(unc_params, 2))
+
+
+def test_latent_tokens_layout_and_round_trip(ldm):
+    m, ae_cfg = ldm.cond, ldm.cond.ae_config
+    s, r, patch = m.clip_frames, m.resolution, int(ae_cfg.model.patch_size)
+    hp = wp = r // patch
+    assert m.num_tokens == hp * wp + s * wp + s * hp
+    assert m.latent_channels == int(ae_cfg.model.latent_channels)
+    clip = to_unit_range(_uint8_video(1, s))
+    planes = jax.jit(lambda p, v: m.autoencoder.apply({"params": p}, v,
+                                                      method=m.autoencoder.encode))(
+        ldm.cond_params["autoencoder"], clip)
+    assert planes.s.shape == (B, hp, wp, m.latent_channels)
+    assert planes.h.shape == (B, s, wp, m.latent_channels)
+    assert planes.w.shape == (B, s, hp, m.latent_channels)
+    tokens = jax.jit(m.encode)(ldm.cond_params, clip)
+    assert tokens.shape == (B, m.num_tokens, m.latent_channels)
+    np.testing.assert_allclose(tokens, triplane.to_tokens(planes), atol=1e-5)
+    back = m.planes(triplane.to_tokens(planes))
+    for name in triplane.Triplane._fields:  # each plane back in its own slot
+        np.testing.assert_array_equal(getattr(back, name), getattr(planes, name))
+    noise = jax.random.normal(jax.random.key(2), tokens.shape)
+    np.testing.assert_array_equal(triplane.to_tokens(m.planes(noise)), noise)
+
+
+def test_conditional_loss_sees_the_first_clip_and_the_switch_drops_it(ldm):
+    m, params, s = ldm.cond, ldm.cond_live, ldm.cond.clip_frames
+    rng = jax.random.key(6)
+    video = _uint8_video(4, 2 * s)
+    other = _uint8_video(5, 2 * s)
+    first_changed = np.concatenate([other[:, :s], video[:, s:]], axis=1)
+    second_changed = np.concatenate([video[:, :s], other[:, s:]], axis=1)
+
+    def losses(method):
+        fn = jax.jit(lambda p, v: method.loss(p, {"video": v}, rng))
+        return [fn(params, v) for v in (video, first_changed, second_changed)]
+
+    (base, metrics), (first, _), (second, _) = losses(m)
+    base, first, second = float(base), float(first), float(second)
+    # cond_prob = 1: every example is conditional, so the first clip reaches the loss
+    np.testing.assert_allclose(float(metrics["loss_conditional"]), base, rtol=1e-6)
+    assert abs(first - base) > 1e-4 * abs(base), (base, first)
+    assert abs(second - base) > 1e-4 * abs(base), (base, second)
+    # The same conditional model with the condition always dropped (cond = 0): the first
+    # clip no longer matters, the second (the target) still does.
+    dropped = copy.copy(m)
+    dropped.cond_prob = 0.0
+    (base0, metrics0), (first0, _), (second0, _) = losses(dropped)
+    np.testing.assert_allclose(float(first0), float(base0), rtol=1e-6)
+    assert abs(float(second0) - float(base0)) > 1e-4 * abs(float(base0))
+    np.testing.assert_allclose(float(metrics0["loss_unconditional"]), float(base0), rtol=1e-6)
+
+
+def test_unconditional_model_and_frame_count_checks(ldm, ae_workdir):
+    m, params, s = ldm.unc, ldm.unc_live, ldm.unc.clip_frames
+    assert not m.conditional and ldm.cond.conditional
+    assert m.example_batch(1)["video"].shape[1] == s
+    assert ldm.cond.example_batch(1)["video"].shape[1] == 2 * s
+    c_lat = m.latent_channels
+    assert ldm.unc_params["unet"]["conv_in"]["Conv_0"]["kernel"].shape[2] == c_lat
+    assert ldm.cond_params["unet"]["conv_in"]["Conv_0"]["kernel"].shape[2] == 2 * c_lat
+
+    rng = jax.random.key(8)
+    fn = jax.jit(lambda p, v: m.loss(p, {"video": v}, rng))
+    video = _uint8_video(6, s)
+    base, metrics = fn(params, video)
+    assert np.isfinite(float(base)) and "loss_conditional" not in metrics
+    for frame in (0, s - 1):  # every frame is part of the target
+        changed = video.copy()
+        changed[:, frame] = 255 - changed[:, frame]
+        assert abs(float(fn(params, changed)[0]) - float(base)) > 1e-4 * abs(float(base))
+
+    bad = _ldm_config(ae_workdir, 0.0)
+    bad.data.num_frames = 2 * s
+    with pytest.raises(ConfigError, match=rf"data.num_frames={2 * s} .*needs {s} frames"):
+        PVDMLatentStage(bad)
+    bad = _ldm_config(ae_workdir, 0.5)
+    bad.data.num_frames = s
+    with pytest.raises(ConfigError, match=rf"data.num_frames={s} .*needs {2 * s} frames"):
+        PVDMLatentStage(bad)
+    with pytest.raises(ConfigError, match="unconditional"):
+        m.generate_long_video(params, rng, 1, s + 1)
+
+
+def test_long_video_chains_clips_through_their_latents(ldm):
+    m, params, s = ldm.cond, ldm.cond_live, ldm.cond.clip_frames
+    assert s == 4
+    rng, steps = jax.random.key(9), 2
+    video = jax.jit(lambda p, r: m.generate_long_video(p, r, B, 10, sampler="ddim",
+                                                       num_steps=steps))(params, rng)
+    video = np.asarray(video)
+    assert video.shape == (B, 10, 32, 32, 1)
+    assert np.all(np.isfinite(video)) and video.min() >= -1.0 and video.max() <= 1.0
+
+    sample = jax.jit(lambda p, r, cond: m.sample_latents(p, r, B, cond, sampler="ddim",
+                                                         num_steps=steps))
+    decode = jax.jit(lambda p, z: jnp.clip(m.decode(p, z), -1.0, 1.0))
+    keys = jax.random.split(rng, 3)
+    zeros = jnp.zeros((B, m.num_tokens, m.latent_channels))
+    z1 = sample(params, keys[0], zeros)
+    z2 = sample(params, keys[1], z1)
+    z3 = sample(params, keys[2], z2)
+    np.testing.assert_allclose(video[:, :s], decode(params, z1), atol=1e-4)
+    np.testing.assert_allclose(video[:, s:2 * s], decode(params, z2), atol=1e-4)
+    np.testing.assert_allclose(video[:, 2 * s:], decode(params, z3)[:, :10 - 2 * s], atol=1e-4)
+    # the chaining matters: the same noise without the first clip's latents differs
+    free = sample(params, keys[1], zeros)
+    assert float(jnp.abs(free - z2).max()) > 1e-2
+
+
+def test_missing_autoencoder_names_the_command(tmp_path):
+    for workdir in (tmp_path / "nothing_here", ""):
+        with pytest.raises(ConfigError, match=r"python -m vdiff\.main .*pvdm_ae_digits\.py"):
+            PVDMLatentStage(_ldm_config(workdir, 0.5))
+
+
+def _restore_train_state(config, workdir, method):
+    """The full TrainState (params, not only EMA) of `workdir`'s latest checkpoint."""
+    from vdiff.train import sharding
+    from vdiff.train.checkpoint import Checkpointer
+    from vdiff.train.setup import build_train_fns
+
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=1, save_every=0,
+                        async_save=False)
+    try:
+        step = ckpt.latest_step()
+        fns = build_train_fns(config, method, sharding.make_mesh(config.mesh.shape))
+        state, _ = ckpt.restore(step, fns.abstract_state)
+    finally:
+        ckpt.close()
+    return state, step
+
+
+def test_frozen_autoencoder_is_the_checkpoint_and_never_trains(ldm, ae_workdir, cli):
+    """The LDM run trained `train_step` with the method's optimizer (the trainer builds it
+    from `method.optimizer`) for 4 steps: its autoencoder copy is bit-identical to the
+    autoencoder run's EMA checkpoint, its UNet moved by a few Adam steps."""
+    from vdiff.sampling import restore_ema_params
+    from vdiff.train import sharding
+
+    m = ldm.cond
+    ae_cfg = m.ae_config
+    restored, ae_step = restore_ema_params(ae_cfg, str(ae_workdir),
+                                           PVDMAutoencoderStage(ae_cfg),
+                                           sharding.make_mesh((1, -1, 1)))
+    assert ae_step == int(ae_cfg.train.num_steps)
+    ae_params = restored["autoencoder"]
+    assert trees_equal(m.ae_params, ae_params)
+    assert trees_equal(ldm.cond_params["autoencoder"], ae_params)  # copied in at init
+
+    state, step = _restore_train_state(m.config, str(cli.ldm.result()), m)
+    assert step == int(m.config.train.num_steps) == int(state.step)
+    assert trees_equal(state.params["autoencoder"], ae_params)  # bit-identical
+    init_unet, unet = ldm.cond_params["unet"], state.params["unet"]
+    assert not np.any(np.asarray(init_unet["conv_out"]["Conv_0"]["kernel"]))  # zero init
+    assert np.any(np.asarray(unet["conv_out"]["Conv_0"]["kernel"]))
+    # every UNet weight stays within a few Adam steps of the (reproduced) initial UNet
+    move = tree_max_abs_diff(unet, init_unet)
+    assert 0 < move < 4 * 3 * float(m.config.train.lr), move
+    # the EMA copy of the frozen tree is the same tree up to rounding
+    assert_trees_close(state.ema_params["autoencoder"], ae_params, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+def test_cli_latent_training_and_long_video(cli):
+    ldm_dir = cli.ldm.result()
+    assert os.path.isdir(ldm_dir / "checkpoints" / "4")
+    lines = [json.loads(x) for x in open(ldm_dir / "metrics.jsonl")]
+    losses = [x["loss"] for x in lines if "loss" in x]
+    assert losses and all(np.isfinite(losses))
+    out = cli.sample.result()
+    with np.load(out / "samples.npz") as f:
+        videos = f["videos"]
+    assert videos.shape == (2, 10, 32, 32, 1)
+    info = json.loads((out / "info.json").read_text())
+    assert info["clips"] == 3 and info["frames"] == 10 and info["step"] == 4
+
+
+def test_cli_autoencoder_eval_appends_reconstruction_metrics(cli):
+    before, after, stdout = cli.eval.result()
+    assert len(after) == len(before) + 1
+    result = json.loads(after[-1])
+    for key in ("recon_psnr", "recon_ssim", "recon_lpips"):
+        assert np.isfinite(result[key]), key
+    assert result["recon_lpips"] >= 0 and -1 <= result["recon_ssim"] <= 1
+    assert result["recon_num_videos"] == 4.0
