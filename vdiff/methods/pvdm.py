@@ -35,8 +35,9 @@ k + 1 conditioned on the sampled latents of clip k, all decoded and concatenated
 (`generate_long_video`, one `lax.scan` so any length compiles once).
 
 The frozen autoencoder's parameters are copied into the LDM's train state at init (under
-'autoencoder', never updated), so an LDM checkpoint samples on its own; its architecture
-is read from the autoencoder run's `config.json`.
+'autoencoder', never updated), so the LDM checkpoint carries the exact decoder it was
+trained with. Constructing the method still reads the autoencoder run (`config.json` for
+the architecture, and its latest checkpoint for `init`), so that run must stay available.
 """
 
 from __future__ import annotations
