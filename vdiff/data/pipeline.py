@@ -376,3 +376,20 @@ def make_iterator(data_config: Any, *, split: str, seed: int, global_batch_size:
         ids = ids.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=int(data_config.worker_count), per_worker_buffer_size=2))
     return iter(ids)
+
+
+def take_clips(data_config: Any, num: int, *, split: str, seed: int = 0,
+               **overrides: Any) -> np.ndarray:
+    """Up to `num` uint8 clips [n, T, R, R, C] of `split` (shuffled by `seed`; no joint
+    images, no worker processes), for evaluators and previews; `overrides` set data keys
+    such as random_flip=False."""
+    d = data_config.copy_and_resolve_references()
+    d.num_images_per_video, d.worker_count = 0, 0
+    for key, value in overrides.items():
+        d[key] = value
+    n = min(int(num), len(get_data_source(d, split=split)))
+    it = make_iterator(d, split=split, seed=seed, global_batch_size=1, shuffle=True)
+    try:
+        return np.concatenate([next(it)["video"] for _ in range(n)])
+    finally:
+        getattr(it, "close", lambda: None)()  # stops grain's worker processes

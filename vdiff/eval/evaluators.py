@@ -87,15 +87,9 @@ class FVDEvaluator:
     def _real_clips(self) -> np.ndarray:
         from vdiff.data import pipeline
 
-        d = self.config.data.copy_and_resolve_references()
-        d.num_images_per_video, d.random_flip, d.worker_count = 0, False, 0
-        source = pipeline.get_data_source(d, split=self.s["split"])
-        n = min(int(self.s["num_videos"]), len(source))
-        it = pipeline.make_iterator(d, split=self.s["split"], seed=int(self.s["seed"]),
-                                    global_batch_size=1, shuffle=True)
-        clips = np.concatenate([next(it)["video"] for _ in range(n)])
-        getattr(it, "close", lambda: None)()
-        return clips
+        return pipeline.take_clips(self.config.data, int(self.s["num_videos"]),
+                                   split=self.s["split"], seed=int(self.s["seed"]),
+                                   random_flip=False)
 
     def __call__(self, params: Any, rng: jax.Array) -> dict[str, float]:
         from vdiff.data.video_io import to_uint8

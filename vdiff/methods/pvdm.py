@@ -318,13 +318,8 @@ def held_out_clips(config: Any, num: int, *, split: str = "test", seed: int = 0)
     """`num` uint8 clips [num, T, R, R, C] of `split` (deterministic, no augmentation)."""
     from vdiff.data import pipeline
 
-    d = config.data.copy_and_resolve_references()
-    d.random_flip, d.worker_count, d.temporal_crop = False, 0, "first"
-    it = pipeline.make_iterator(d, split=split, seed=seed, global_batch_size=1, shuffle=True)
-    try:
-        return np.concatenate([next(it)["video"] for _ in range(num)])
-    finally:
-        getattr(it, "close", lambda: None)()
+    return pipeline.take_clips(config.data, num, split=split, seed=seed, random_flip=False,
+                               temporal_crop="first")
 
 
 # --------------------------------------------------------------------------------------------
