@@ -21,8 +21,10 @@ flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"],
                   "train: train (resuming from WORKDIR); sample: sample from WORKDIR's checkpoint; "
                   "eval: run config.evals on WORKDIR's latest checkpoint.")
 flags.DEFINE_bool("multiprocess", False,
-                  "Call jax.distributed.initialize() first (TPU pods, multi-node GPU; "
-                  "coordinator/process ids come from the environment, see launch/).")
+                  "Force jax.distributed.initialize() with JAX's own cluster detection. Not "
+                  "needed where the environment names the processes (JAX_COORDINATOR_ADDRESS/"
+                  "JAX_NUM_PROCESSES/JAX_PROCESS_ID, SLURM under srun, TPU pod VMs); see "
+                  "vdiff/distributed.py and launch/.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 # --mode=sample options (see vdiff/sampling.py).
@@ -77,9 +79,6 @@ class _QuietLibraries(py_logging.Filter):
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.multiprocess:
-        import jax
-        jax.distributed.initialize()
     logging.get_absl_handler().setFormatter(
         py_logging.Formatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S"))
     py_logging.getLogger("absl").setLevel(py_logging.INFO)
@@ -88,6 +87,8 @@ def main(argv: list[str]) -> int:
     from vdiff.train import trainer
     runtime.setup_compilation_cache()
     try:
+        from vdiff import distributed
+        distributed.initialize(force=FLAGS.multiprocess)  # before anything touches a device
         if FLAGS.mode == "train":
             from vdiff.methods import training_runs
             for config, workdir in training_runs(FLAGS.config, FLAGS.workdir):

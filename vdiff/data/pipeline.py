@@ -333,8 +333,12 @@ def make_iterator(data_config: Any, *, split: str, seed: int, global_batch_size:
                   process_index: int = 0, process_count: int = 1, shuffle: bool = True):
     """Infinite, deterministic, checkpointable iterator of host-local numpy batches.
 
-    Process p reads examples p, p+n, p+2n, … of the split (n = process_count), so
-    shards are disjoint; each epoch is reshuffled deterministically from `seed`.
+    One global stream: element i is example perm_epoch(i) of the split, preprocessed with
+    randomness seeded by (seed, i); global batch g is elements [gG, (g+1)G). Process p
+    of n reads rows [pL, (p+1)L) of every global batch (L = G/n), so shards are disjoint,
+    an epoch covers the split, and the global batches — hence losses and parameters —
+    do not depend on how many processes read them. (With joint images taken from the
+    batch, the donor rows are the host's own rows, which does depend on n.)
     With data.worker_count > 0, transforms run in that many worker processes
     (grain's multiprocess prefetch); the iterator state is still JSON.
     """
@@ -349,20 +353,19 @@ def make_iterator(data_config: Any, *, split: str, seed: int, global_batch_size:
         source = _split_source(builder, data_config, split)
     stored = _stored_layout(source, builder)
     check_compatible(data_config, stored)
-    shard = grain.MapDataset.source(source)[process_index::process_count]
-    if len(shard) == 0:
-        raise DatasetNotFoundError(f"split {split!r} of {data_config.name} has no examples "
-                                   f"for process {process_index} of {process_count}")
-    # Single-video runs: each process draws its own crops of the same clip.
-    shard_seed = seed + 7919 * process_index if data_config.name == "single_video" else seed
+    examples = grain.MapDataset.source(source)
+    if len(examples) == 0:
+        raise DatasetNotFoundError(f"split {split!r} of {data_config.name} has no examples")
     if (data_config.num_images_per_video and data_config.joint_images_from == "batch"
             and local_batch < 2):
         raise ConfigError("data.joint_images_from='batch' needs at least 2 videos per host "
                           f"batch (this host has {local_batch}); use 'dataset'")
-    preprocess = _Preprocess(data_config, shard, stored)
-    ds = shard.shuffle(seed=shard_seed) if shuffle else shard
-    ds = ds.repeat(None).random_map(preprocess, seed=shard_seed + 1)
-    ds = ds.batch(local_batch, drop_remainder=True)
+    preprocess = _Preprocess(data_config, examples, stored)
+    ds = examples.shuffle(seed=seed) if shuffle else examples
+    ds = ds.repeat(None).random_map(preprocess, seed=seed + 1)
+    # Local batch k of the stream holds elements [kL, (k+1)L); this process's rows of
+    # global batch g are local batch g·n + p.
+    ds = ds.batch(local_batch, drop_remainder=True)[process_index::process_count]
     if data_config.num_images_per_video and preprocess.from_batch:
         ds = ds.map(_DonorImages())
     options = grain.ReadOptions(num_threads=max(int(data_config.read_threads), 1),

@@ -77,12 +77,20 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
 
 def load_raw(directory: str, step: int | None = None) -> tuple[int, Any, dict[str, Any]]:
     """Reads (step, state pytree as numpy, data state) without a target: for tests and tools."""
-    manager = ocp.CheckpointManager(os.path.abspath(directory), item_names=("state", "data"),
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    manager = ocp.CheckpointManager(
+        os.path.abspath(directory), options=ocp.CheckpointManagerOptions(read_only=True),
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": ocp.JsonCheckpointHandler()})
     step = manager.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {directory}")
+    # A target on this process's first device, so checkpoints written by any number of
+    # processes (another topology) read back here.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    meta = manager.item_metadata(step)["state"]
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          meta.tree if hasattr(meta, "tree") else meta)
     restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()))
+        state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
     manager.close()
     return step, jax.tree.map(lambda x: jax.device_get(x), restored["state"]), restored["data"]
