@@ -99,23 +99,37 @@ def time_steps(fns, mesh, state, batch, compiled, steps: int = 5) -> tuple[float
     return float(np.median(times[2:])), state
 
 
-def train_table(name: str, config, method, budget_gib: float, check: bool = True) -> dict:
+def train_table(name: str, config, method, budget_gib: float, check: bool = True,
+                progress=None, batches: tuple[int, ...] = (1, 2)) -> dict:
     out: dict = {"model": name}
     est = {}
-    for b in (1, 2):
-        fns, mesh, state, batch, compiled, cs = compile_step(config, method, b)
+    for b in batches:
+        try:
+            fns, mesh, state, batch, compiled, cs = compile_step(config, method, b)
+        except Exception as e:  # noqa: BLE001 - a compile that fails is the measurement
+            out[f"compile_b{b}_error"] = str(e)[:300]
+            if progress:
+                progress(out)
+            continue
         est[b] = estimate_bytes(compiled)
         out[f"compile_s_b{b}"] = cs
-        if b == 2:
-            out["params"] = int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params)))
+        out[f"estimate_gib_b{b}"] = est[b] / GIB
+        out["params"] = int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params)))
+        try:
             s, state = time_steps(fns, mesh, state, batch, compiled)
-            out.update(step_s_b2=s, videos_per_s_b2=2 / s)
+            out.update({f"step_s_b{b}": s, f"videos_per_s_b{b}": b / s})
+        except Exception as e:  # noqa: BLE001 - running out of memory is the measurement
+            out[f"step_b{b}_error"] = str(e)[:300]
         del fns, state, batch, compiled
+        if progress:
+            progress(out)
+    if 1 not in est or 2 not in est:
+        print(json.dumps(out), flush=True)
+        return out
     per_example = est[2] - est[1]
     fixed = est[1] - per_example
     largest = int((budget_gib * GIB - fixed) // max(per_example, 1.0))
-    out.update(estimate_gib_b1=est[1] / GIB, estimate_gib_b2=est[2] / GIB,
-               per_example_gib=per_example / GIB, budget_gib=budget_gib,
+    out.update(per_example_gib=per_example / GIB, budget_gib=budget_gib,
                largest_batch_estimate=largest)
     if largest >= 1 and check:
         try:
@@ -175,6 +189,8 @@ def main() -> None:
     parser.add_argument("--only", default="ae,ldm,vdm,sample")
     parser.add_argument("--tiny", action="store_true", help="runlocal configs (CPU check)")
     parser.add_argument("--sample_steps", type=int, default=100)
+    parser.add_argument("--vdm_batches", default="1,2",
+                        help="batch sizes of the pixel-VDM row (one call may not fit both)")
     parser.add_argument("--no_check", action="store_true",
                         help="skip running one step at the extrapolated largest batch")
     args = parser.parse_args()
@@ -190,6 +206,8 @@ def main() -> None:
     result = {"benchmark": "pvdm_efficiency", "date": datetime.date.today().isoformat(),
               "device": jax.devices()[0].device_kind, "jax": jax.__version__,
               "clip": f"{d.num_frames}x{d.resolution}x{d.resolution}x3", "dtype": "bfloat16 compute, float32 params",
+              "xla_python_client_mem_fraction": os.environ.get(
+                  "XLA_PYTHON_CLIENT_MEM_FRACTION", "default (0.75)"),
               "train": [], "sample": []}
 
     def save():
@@ -206,9 +224,17 @@ def main() -> None:
                                            ldm_cfg, ldm, args.budget_gib, not args.no_check))
         save()
     if "vdm" in only:
-        result["train"].append(train_table("vdm_pixel_unet (configs/vdm_ucf.py at 256 px)",
-                                           vdm_cfg, vdm, args.budget_gib, not args.no_check))
-        save()
+        row: dict = {}
+        result["train"].append(row)
+
+        def progress(out):
+            row.clear()
+            row.update(out)
+            save()
+
+        progress(train_table("vdm_pixel_unet (configs/vdm_ucf.py at 256 px)", vdm_cfg, vdm,
+                             args.budget_gib, not args.no_check, progress=progress,
+                             batches=tuple(int(b) for b in args.vdm_batches.split(","))))
     if "sample" in only:
         p = {"unet": sharding.strip_boxes(ldm.model.init(
             jax.random.key(1), ldm.planes(jnp.zeros((1, ldm.num_tokens, ldm.latent_channels))),
