@@ -64,9 +64,10 @@ def bench(config, steps: int, warmup: int) -> dict:
         batch = fns.global_batch(random_batch(method, batch_size))
         rng = jax.random.key(1)
         t0 = time.perf_counter()
-        compiled = fns.step.lower(state, batch, rng).compile()
+        lowered = fns.step.lower(state, batch, rng)
+        compiled = lowered.compile()
         compile_s = time.perf_counter() - t0
-        flops = metrics_lib.compiled_flops(compiled)
+        flops = metrics_lib.step_flops(lowered, compiled)  # model FLOPs (cuDNN calls included)
         for _ in range(warmup):
             state, m = compiled(state, batch, rng)
         jax.block_until_ready(m)

@@ -202,3 +202,36 @@ def test_cascade_sr_trains_and_super_resolves(data_dir, tmp_path):
     wrong = subprocess.run(common + ["--mode=sample", "--application=extend"], cwd=REPO,
                            capture_output=True, text=True, timeout=600)
     assert wrong.returncode == 2 and "super-resolution stage" in wrong.stderr
+
+
+def test_step_flops_counts_convolutions_and_cudnn_attention():
+    """The MFU numerator: unoptimized-module FLOPs (≈ the optimized count on CPU, where XLA
+    runs every op itself) plus cuDNN fused-attention calls parsed from optimized HLO."""
+    import jax
+    import jax.numpy as jnp
+
+    from vdiff.train import metrics as metrics_lib
+
+    def f(x, w):
+        y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.tanh(y).sum()
+
+    x, w = jnp.ones((2, 16, 16, 8)), jnp.ones((3, 3, 8, 16))
+    lowered = jax.jit(jax.grad(f, argnums=(0, 1))).lower(x, w)
+    compiled = lowered.compile()
+    conv = 2 * 2 * 16 * 16 * 16 * 3 * 3 * 8  # forward MACs × 2
+    counted = metrics_lib.step_flops(lowered, compiled)
+    assert 2.5 * conv < counted < 4 * conv  # forward + input and weight gradients
+    np.testing.assert_allclose(counted, metrics_lib.compiled_flops(compiled), rtol=0.1)
+    # Two calls as XLA writes them on a GPU (shapes [B, L, H, D]).
+    hlo = ('%a = (bf16[512,2,1024,64]) custom-call(%q, %k, %v), '
+           'custom_call_target="__cudnn$fmhaSoftmax", operand_layout_constraints={'
+           'bf16[512,1024,2,64]{3,2,1,0}, bf16[512,1024,2,64]{3,2,1,0}, '
+           'bf16[512,1024,2,64]{3,2,1,0}}, api_version=API_VERSION_STATUS_RETURNING\n'
+           '%b = (bf16[8,4,256,32]) custom-call(%q, %k, %v, %s, %o, %do), '
+           'custom_call_target="__cudnn$fmhaSoftmaxBackward", operand_layout_constraints={'
+           'bf16[8,256,4,32]{3,2,1,0}, bf16[8,128,4,32]{3,2,1,0}, bf16[8,128,4,32]{3,2,1,0}, '
+           'f32[8,4,256]{2,1,0}}\n')
+    expected = 4.0 * 512 * 2 * 1024 * 1024 * 64 + 8.0 * 8 * 4 * 256 * 128 * 32
+    assert metrics_lib.cudnn_attention_flops(hlo) == expected

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -79,17 +80,58 @@ def peak_flops_per_device(device: Any | None = None) -> float | None:
     return None
 
 
-def compiled_flops(compiled: Any) -> float | None:
-    """FLOPs per call from XLA's cost analysis (None when unavailable)."""
-    try:
-        analysis = compiled.cost_analysis()
-    except Exception:  # noqa: BLE001 - some backends don't implement it
-        return None
+def _cost_flops(analysis: Any) -> float | None:
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0] if analysis else None
     if not analysis or "flops" not in analysis:
         return None
     return float(analysis["flops"])
+
+
+def compiled_flops(compiled: Any) -> float | None:
+    """FLOPs per call from XLA's cost analysis of the *optimized* module (None when
+    unavailable). On GPUs this misses every op XLA hands to cuDNN / cuBLAS (convolutions,
+    GEMMs, fused attention); use `step_flops` for MFU."""
+    try:
+        return _cost_flops(compiled.cost_analysis())
+    except Exception:  # noqa: BLE001 - some backends don't implement it
+        return None
+
+
+_FMHA = re.compile(r'custom_call_target="__cudnn\$fmha(\w*)".*?operand_layout_constraints='
+                   r'\{\w+\[(\d+),(\d+),(\d+),(\d+)\][^,]*, \w+\[(\d+),(\d+),(\d+),(\d+)\]')
+
+
+def cudnn_attention_flops(hlo_text: str) -> float:
+    """Model FLOPs of cuDNN fused attention calls in optimized HLO text.
+
+    q [B, L, H, D], k [B, S, H, D]: forward QKᵀ and PV = 4·B·H·L·S·D; a backward call
+    (dQ, dK, dV, dP) counts twice that, the usual 3× forward for a training step.
+    """
+    total = 0.0
+    for m in _FMHA.finditer(hlo_text):
+        kind = m.group(1)
+        b, lq, h, d = (int(x) for x in m.group(2, 3, 4, 5))
+        s = int(m.group(7))
+        total += (8.0 if "Backward" in kind else 4.0) * b * h * lq * s * d
+    return total
+
+
+def step_flops(lowered: Any, compiled: Any) -> float | None:
+    """Model FLOPs per call, independent of which library runs each op: XLA's cost
+    analysis of the *unoptimized* module (convolutions and dots still visible there) plus
+    the cuDNN attention calls, which are opaque custom calls from lowering on."""
+    try:
+        flops = _cost_flops(lowered.cost_analysis())
+    except Exception:  # noqa: BLE001
+        flops = None
+    if flops is None:
+        return compiled_flops(compiled)
+    try:
+        text = compiled.as_text()
+    except Exception:  # noqa: BLE001
+        text = ""
+    return flops + cudnn_attention_flops(text or "")
 
 
 def format_duration(seconds: float) -> str:

@@ -166,8 +166,9 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
                 batch = fns.global_batch(next(data_iter))
                 if step_fn is None:
                     t0 = time.perf_counter()
-                    step_fn = fns.step.lower(state, batch, rng_train).compile()
-                    flops = metrics_lib.compiled_flops(step_fn)
+                    lowered = fns.step.lower(state, batch, rng_train)
+                    step_fn = lowered.compile()
+                    flops = metrics_lib.step_flops(lowered, step_fn)
                     _log("compiled the train step in %.1fs", time.perf_counter() - t0)
                     t_window = time.perf_counter()
                 state, m = step_fn(state, batch, rng_train)
