@@ -99,7 +99,7 @@ def compiled_flops(compiled: Any) -> float | None:
 
 
 _FMHA = re.compile(r'custom_call_target="__cudnn\$fmha(\w*)".*?operand_layout_constraints='
-                   r'\{\w+\[(\d+),(\d+),(\d+),(\d+)\][^,]*, \w+\[(\d+),(\d+),(\d+),(\d+)\]')
+                   r'\{\w+\[(\d+),(\d+),(\d+),(\d+)\](?:\{[^}]*\})?, \w+\[(\d+),(\d+),(\d+),(\d+)\]')
 
 
 def cudnn_attention_flops(hlo_text: str) -> float:
