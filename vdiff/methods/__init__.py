@@ -13,6 +13,8 @@ METHODS: dict[str, str] = {
     "sinfusion": "vdiff.methods.sinfusion:make_sinfusion",  # picks the class by sinfusion.role
     "pvdm_ae": "vdiff.methods.pvdm:PVDMAutoencoderStage",
     "pvdm_ldm": "vdiff.methods.pvdm:PVDMLatentStage",
+    "dreampose": "vdiff.methods.dreampose:DreamPose",
+    "dreampose_vae": "vdiff.methods.dreampose:DreamPoseVAE",
 }
 
 
