@@ -139,6 +139,8 @@ def test_checkpoint_restores_onto_another_mesh(tmp_path):
      distributed.ProcessSpec("MASTER_ADDR/WORLD_SIZE/RANK", "h:9", 2, 1)),
     ({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "4"}, distributed.ProcessSpec("SLURM")),
     ({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "1"}, None),
+    ({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "2", "JAX_LOCAL_DEVICE_IDS": "0,1,2,3"},
+     distributed.ProcessSpec("SLURM", local_device_ids=(0, 1, 2, 3))),
     ({"TPU_WORKER_HOSTNAMES": "a,b"}, distributed.ProcessSpec("TPU pod / auto-detect")),
     ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "1", "JAX_PROCESS_ID": "0"},
      None),

@@ -60,7 +60,11 @@ def detect(env: Mapping[str, str] | None = None, *, force: bool = False) -> Proc
         spec = ProcessSpec("MASTER_ADDR/WORLD_SIZE/RANK", f"{env['MASTER_ADDR']}:"
                            f"{env['MASTER_PORT']}", _int(env, "WORLD_SIZE"), _int(env, "RANK"))
     elif env.get("SLURM_STEP_ID") is not None and int(env.get("SLURM_NTASKS", "1")) > 1:
-        return ProcessSpec("SLURM")
+        # JAX's SLURM detection gives each process only GPU SLURM_LOCALID; a one-task-per-node
+        # job names all of the node's GPUs in JAX_LOCAL_DEVICE_IDS (launch/slurm.sbatch).
+        ids = env.get("JAX_LOCAL_DEVICE_IDS")
+        return ProcessSpec("SLURM", local_device_ids=tuple(int(i) for i in ids.split(","))
+                           if ids else None)
     elif len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1 or force:
         return ProcessSpec("TPU pod / auto-detect")
     else:
