@@ -38,15 +38,7 @@ for a in "$@"; do
 done
 set -- "${ARGS[@]+"${ARGS[@]}"}"
 
-# One shell word: as is when safe, else single-quoted (--flag=VALUE: only VALUE).
-q() {
-  local sq="'"
-  if [[ -n $1 && $1 =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then printf '%s' "$1"
-  elif [[ $1 =~ ^(--[A-Za-z0-9_.-]+=)(.*)$ ]]; then
-    printf '%s' "${BASH_REMATCH[1]}"; q "${BASH_REMATCH[2]}"
-  else printf "'%s'" "${1//$sq/$sq\\$sq$sq}"; fi
-}
-qall() { local out=() a; for a in "$@"; do out+=("$(q "$a")"); done; printf '%s\n' "${out[*]}"; }
+source "$(dirname "${BASH_SOURCE[0]}")/quote.sh"  # q, qall
 setenv() {  # setenv NAME VALUE: export it (dry run: print the export)
   if [[ $DRY_RUN == 1 ]]; then echo "export $1=$(q "$2")"; else export "$1=$2"; fi
 }

@@ -31,15 +31,7 @@ EOF
 
 die() { echo "slurm_submit.sh: $*" >&2; exit 2; }
 
-# One shell word: as is when safe, else single-quoted (--flag=VALUE: only VALUE).
-q() {
-  local sq="'"
-  if [[ -n $1 && $1 =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then printf '%s' "$1"
-  elif [[ $1 =~ ^(--[A-Za-z0-9_.-]+=)(.*)$ ]]; then
-    printf '%s' "${BASH_REMATCH[1]}"; q "${BASH_REMATCH[2]}"
-  else printf "'%s'" "${1//$sq/$sq\\$sq$sq}"; fi
-}
-qall() { local out=() a; for a in "$@"; do out+=("$(q "$a")"); done; printf '%s\n' "${out[*]}"; }
+source "$(dirname "${BASH_SOURCE[0]}")/quote.sh"  # q, qall
 
 DRY_RUN=${DRY_RUN:-0}
 NODES="" GPUS="" TIME="" PARTITION=${SLURM_PARTITION:-} ACCOUNT=${SLURM_ACCOUNT:-} JOB_NAME=""

@@ -56,16 +56,7 @@ for a in "$@"; do
 done
 set -- "${ARGS[@]+"${ARGS[@]}"}"
 
-# One shell word: as is when safe, else single-quoted (--flag=VALUE: only VALUE), so the
-# printed lines can be pasted into a shell.
-q() {
-  local sq="'"
-  if [[ -n $1 && $1 =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then printf '%s' "$1"
-  elif [[ $1 =~ ^(--[A-Za-z0-9_.-]+=)(.*)$ ]]; then
-    printf '%s' "${BASH_REMATCH[1]}"; q "${BASH_REMATCH[2]}"
-  else printf "'%s'" "${1//$sq/$sq\\$sq$sq}"; fi
-}
-qall() { local out=() a; for a in "$@"; do out+=("$(q "$a")"); done; printf '%s\n' "${out[*]}"; }
+source "$(dirname "${BASH_SOURCE[0]}")/quote.sh"  # q, qall
 run() { if [[ $DRY_RUN == 1 ]]; then qall "$@"; else "$@"; fi; }
 
 need() {  # need VAR "what it is": exit with a message naming VAR when it is unset or empty
