@@ -3,7 +3,7 @@
     python benchmarks/dreampose_synthetic_demo.py --workdir=workdirs/dreampose_demo   # ~5 min GPU
     python benchmarks/dreampose_synthetic_demo.py --workdir=/tmp/dp_demo --quick       # CPU check
 
-Stages (each a normal run in WORKDIR/<stage>, through `vdiff.dreampose_train`):
+Stages (each a normal run in WORKDIR/<stage>, through `vdiff.main` (the shared trainer)):
   0. base   the demo's base latent model: the tiny VAE trained from scratch on frames of the
             training subjects (L2 + L1 + small KL). Its latent std s sets the latent scaling
             factor 1/s of the diffusion stages (SD's `scaling_factor`, measured the same way).
@@ -32,7 +32,7 @@ import time
 import jax
 import numpy as np
 
-from vdiff import dreampose_train
+from vdiff.train import trainer
 from vdiff.data import dreampose_data, synthetic_people as sp, video_io
 from vdiff.data import pose as pose_lib
 from vdiff.methods import dreampose as method_lib
@@ -95,7 +95,7 @@ def main():
     c.train.update(batch_size=8 if q else 32, num_steps=steps["base"], lr=1e-3,
                    lr_schedule="cosine", warmup_steps=0 if q else 100)
     t = time.perf_counter()
-    dreampose_train.train(c, w("base"), log_fn=print)
+    trainer.train_and_evaluate(c, w("base"))
     timings["base"] = time.perf_counter() - t
     _, base = method_lib.load_run(w("base"))
     vae_model = method_lib.build_model(c)
@@ -111,20 +111,20 @@ def main():
     c.train.update(batch_size=4 if q else 32, num_steps=steps["dataset"], lr=3e-4,
                    lr_schedule="cosine", warmup_steps=0 if q else 200, ema_decay=0.0 if q else 0.999)
     t = time.perf_counter()
-    dreampose_train.train(c, w("dataset"), log_fn=print)
+    trainer.train_and_evaluate(c, w("dataset"))
     timings["dataset"] = time.perf_counter() - t
     # 2. subject stage, 3. VAE decoder
     c = _configure("subject", a, init_from=w("dataset"))
     c.model.scaling_factor = scale
     c.train.update(batch_size=4 if q else 16, num_steps=steps["subject"], lr=5e-5, ema_decay=0.0)
     t = time.perf_counter()
-    dreampose_train.train(c, w("subject"), log_fn=print)
+    trainer.train_and_evaluate(c, w("subject"))
     timings["subject"] = time.perf_counter() - t
     c = _configure("vae_decoder", a, init_from=w("subject"))
     c.model.scaling_factor = scale
     c.train.update(batch_size=4 if q else 16, num_steps=steps["vae"], lr=1e-4, ema_decay=0.0)
     t = time.perf_counter()
-    dreampose_train.train(c, w("vae"), log_fn=print)
+    trainer.train_and_evaluate(c, w("vae"))
     timings["vae"] = time.perf_counter() - t
 
     # animate the held-out subject with its unseen poses

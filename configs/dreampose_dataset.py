@@ -2,10 +2,10 @@
 
     # Stable Diffusion 1.x base (diffusers folder; CLIP ViT-L/14 image encoder with
     # projection in <sd>/image_encoder or clip=PATH), real pose videos:
-    python -m vdiff.dreampose_train --config=configs/dreampose_dataset.py:sd=PATH,data=DIR \
+    python -m vdiff.main --config=configs/dreampose_dataset.py:sd=PATH,data=DIR \
         --workdir=W_DATASET
     # tiny demo model on synthetic people (base VAE from a dreampose_vae.py:pretrain run):
-    python -m vdiff.dreampose_train --config=configs/dreampose_dataset.py:base_vae=W_BASE \
+    python -m vdiff.main --config=configs/dreampose_dataset.py:base_vae=W_BASE \
         --workdir=W_DATASET
 
 data=DIR: DIR/<video>/frames/*.png + DIR/<video>/poses/ (OpenPose JSON or DensePose IUV).

@@ -1,6 +1,6 @@
 """DreamPose stage 2: finetune on photos of one subject (random crops), from stage 1.
 
-    python -m vdiff.dreampose_train \
+    python -m vdiff.main \
         --config=configs/dreampose_subject.py:init_from=W_DATASET,subject_dir=DIR \
         --workdir=W_SUBJECT
 

@@ -1,10 +1,10 @@
 """DreamPose VAE stages.
 
     # DreamPose's decoder finetune on the subject photos (after the subject stage):
-    python -m vdiff.dreampose_train --config=configs/dreampose_vae.py:init_from=W_SUBJECT \
+    python -m vdiff.main --config=configs/dreampose_vae.py:init_from=W_SUBJECT \
         --workdir=W_VAE
     # the synthetic demo's base autoencoder, trained from scratch on synthetic frames:
-    python -m vdiff.dreampose_train --config=configs/dreampose_vae.py:pretrain --workdir=W_BASE
+    python -m vdiff.main --config=configs/dreampose_vae.py:pretrain --workdir=W_BASE
 
 Decoder finetune: only vae/decoder + post_quant_conv train (L2 + L1 on random crops of
 the subject photos); the checkpoint holds the complete final model for the CLI.

@@ -108,7 +108,7 @@ def _changed(a, b):
 
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory):
-    from vdiff import dreampose_train
+    from vdiff.train import trainer
 
     root = tmp_path_factory.mktemp("dreampose")
     runs, params = {}, {}
@@ -118,8 +118,9 @@ def stages(tmp_path_factory):
             ("subject", "dreampose_subject.py", "init_from={dataset},runlocal,micro,steps=1"),
             ("vae", "dreampose_vae.py", "init_from={subject},runlocal,micro,steps=1")]:
         runs[name] = str(root / name)
-        state = dreampose_train.train(_config(config, arg.format(**runs)), runs[name],
-                                      log_fn=lambda *a: None)
+        c = _config(config, arg.format(**runs))
+        c.sample.num_samples = 0  # no end-of-run animation in the tests
+        state = trainer.train_and_evaluate(c, runs[name])
         params[name] = jax.tree.map(np.asarray, state.params)  # = the checkpoint (no EMA)
     return runs, params
 

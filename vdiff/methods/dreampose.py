@@ -22,7 +22,9 @@ Methods (registered in `vdiff.methods.METHODS`):
 Frozen parameters stay in the train state (so every checkpoint is a complete model) and get
 `optax.set_to_zero`. Images are float32 in [−1, 1] everywhere (batches, VAE, CLIP input via
 `clip_preprocess`, outputs). Data: `vdiff.data.dreampose_data` (`make_iterator`); the
-training loop is `vdiff.dreampose_train` (the shared `build_train_fns`/`train_step`).
+training loop is the shared trainer (`python -m vdiff.main --config=configs/dreampose_*.py`),
+which takes the method's iterator, its initial weights (`initial_params`) and its host-side
+sampler (`host_sample`).
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     path = os.path.join(workdir, "config.json")
     if not workdir or not os.path.isfile(path):
         raise ConfigError(f"{workdir!r} holds no DreamPose run ({path} is missing): train one "
-                          "first (python -m vdiff.dreampose_train --config=... --workdir=...)")
+                          "first (python -m vdiff.main --config=configs/dreampose_*.py --workdir=...)")
     with open(path) as f:
         return ml_collections.ConfigDict(json.load(f))
 
@@ -169,6 +171,7 @@ def _masked_optimizer(train_config: Any, trainable):
 
 
 class DreamPose:
+    host_sample = True  # `sample` loops over frames on the host; the trainer does not jit it
     """`dreampose`: the dataset and subject finetuning stages."""
 
     def __init__(self, config: Any):
@@ -270,6 +273,7 @@ class DreamPose:
 
 
 class DreamPoseVAE:
+    host_sample = True
     """`dreampose_vae`: decoder finetuning on subject photos, or the tiny VAE pretraining."""
 
     def __init__(self, config: Any):

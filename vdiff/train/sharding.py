@@ -56,6 +56,12 @@ def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...
 def make_mesh(shape: Sequence[int], devices: Sequence[Any] | None = None) -> Mesh:
     """A mesh over all (or the given) devices with Auto axis types (GSPMD propagation)."""
     devices = list(jax.devices() if devices is None else devices)
+    wanted = math.prod(int(s) for s in shape)
+    if -1 not in shape and wanted < len(devices) and jax.process_count() == 1:
+        # An explicit smaller mesh (e.g. (1, 1, 1) for a small model) runs on the first
+        # devices of a single process; across processes every device must take part.
+        logging.warning("mesh %s uses %d of %d devices", tuple(shape), wanted, len(devices))
+        devices = devices[:wanted]
     sizes = resolve_mesh_shape(shape, len(devices))
     return jax.make_mesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
                          devices=devices)

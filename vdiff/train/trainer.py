@@ -29,7 +29,7 @@ from vdiff.methods import get_method
 from vdiff.train import metrics as metrics_lib
 from vdiff.train import sharding
 from vdiff.train.checkpoint import Checkpointer
-from vdiff.train.setup import build_train_fns
+from vdiff.train.setup import build_train_fns, init_state
 from vdiff.train.state import TrainState
 
 
@@ -120,9 +120,7 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
          jax.devices()[0].device_kind, jax.process_count())
 
     # Data first: a missing dataset should fail before minutes of compilation.
-    data_iter = pipeline.make_iterator(
-        config.data, split="train", seed=config.seed, global_batch_size=config.train.batch_size,
-        process_index=jax.process_index(), process_count=jax.process_count())
+    data_iter = make_data_iterator(config, method)
 
     fns = build_train_fns(config, method, mesh)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -138,7 +136,7 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
         _log("resumed from %s at step %d", ckpt.directory, latest)
     else:
         with jax.set_mesh(mesh), nn.logical_axis_rules(fns.rules):
-            state = fns.init(rng_init)
+            state = init_state(fns, method, rng_init)
         _log("initialized a new run in %s", workdir)
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(fns.abstract_state.params))
     _log("%s: %.2fM parameters", config.method, num_params / 1e6)
@@ -211,7 +209,7 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
                 if save_now:
                     ckpt.save(step, state, data_state_of(data_iter, config.data), force=True)
                 every = config.train.sample_every
-                if (every and step % every == 0) or is_last:
+                if config.sample.num_samples and ((every and step % every == 0) or is_last):
                     generate_samples(sample_fn, config, state, rng_sample, workdir, step)
                     t_window = time.perf_counter()
                 every = config.train.eval_every
@@ -232,6 +230,17 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
         writer.close()
         getattr(data_iter, "close", lambda: None)()  # stops grain's worker processes
     return state
+
+
+def make_data_iterator(config: Any, method: Any):
+    """The run's host-local batches: the shared pipeline, or the method's own source for
+    methods whose data is not a video dataset (DreamPose's photo/pose/frame triples)."""
+    if hasattr(method, "make_iterator"):
+        return method.make_iterator(config.train.batch_size // jax.process_count(),
+                                    int(config.seed) + jax.process_index())
+    return pipeline.make_iterator(
+        config.data, split="train", seed=config.seed, global_batch_size=config.train.batch_size,
+        process_index=jax.process_index(), process_count=jax.process_count())
 
 
 def data_state_of(data_iter: Any, data_config: Any) -> dict[str, Any]:
@@ -255,6 +264,9 @@ def restore_data_state(data_iter: Any, saved: dict[str, Any], data_config: Any) 
 def make_sample_fn(method: Any, config: Any, mesh: Any):
     """Jitted sampler of the periodic samples, built once so each call reuses the compile."""
     s = config.sample
+    if getattr(method, "host_sample", False):  # loops on the host (DreamPose): not jitted
+        return lambda p, r: method.sample(p, r, num_samples=s.num_samples,
+                                          num_steps=s.num_steps)
     # The model pins its batch to the data axes, so the sample count must divide evenly.
     num_samples = sharding.round_up_to_data_parallel(s.num_samples, mesh)
     return jax.jit(lambda p, r: method.sample(
