@@ -23,7 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "configs/vdm_digits.py:runlocal"
 FLAGS = ["--config.data.num_images_per_video=0", "--config.train.log_every=1",
          "--config.train.checkpoint_every=2", "--config.mesh.shape=(2,4,1)",
-         "--config.train.async_checkpoints=False"]
+         "--config.train.async_checkpoints=False", "--config.sample.num_samples=0"]
 
 
 def _free_port() -> int:
@@ -84,8 +84,6 @@ def test_two_processes_train_like_one_process_through_a_checkpoint(tmp_path):
     assert step_two == step_one == 4
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  state_two["params"], state_one["params"])
-    # Only process 0 writes logs and samples.
-    assert len(os.listdir(os.path.join(two, "samples"))) == 2  # steps 2 and 4
 
 
 def test_checkpoint_restores_onto_another_mesh(tmp_path):

@@ -87,6 +87,7 @@ def test_end_to_end_outputs(reference_run):
     assert config["method"] == "vdm"
 
 
+@pytest.mark.slow  # ≈2 min; the SIGTERM resume test and the multi-process test cover resume by default
 def test_resume_after_random_sigkills_matches_uninterrupted(reference_run, data_dir, tmp_path):
     ref_dir, _ = reference_run
     workdir = str(tmp_path / "killed")
@@ -183,6 +184,7 @@ def test_sample_cli_without_checkpoint_is_a_clear_error(data_dir, tmp_path):
     assert "no checkpoints" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # ≈1 min; test_cascade_sr.py covers the conditioning and the train step
 def test_cascade_sr_trains_and_super_resolves(data_dir, tmp_path):
     config = os.path.join(REPO, "configs", "vdm_digits_sr.py")
     workdir, out = str(tmp_path / "sr"), str(tmp_path / "sr_out")
