@@ -113,19 +113,15 @@ def main():
     t = time.perf_counter()
     trainer.train_and_evaluate(c, w("dataset"))
     timings["dataset"] = time.perf_counter() - t
-    # 2. subject stage, 3. VAE decoder
-    c = _configure("subject", a, init_from=w("dataset"))
-    c.model.scaling_factor = scale
-    c.train.update(batch_size=4 if q else 16, num_steps=steps["subject"], lr=5e-5, ema_decay=0.0)
-    t = time.perf_counter()
-    trainer.train_and_evaluate(c, w("subject"))
-    timings["subject"] = time.perf_counter() - t
-    c = _configure("vae_decoder", a, init_from=w("subject"))
-    c.model.scaling_factor = scale
-    c.train.update(batch_size=4 if q else 16, num_steps=steps["vae"], lr=1e-4, ema_decay=0.0)
-    t = time.perf_counter()
-    trainer.train_and_evaluate(c, w("vae"))
-    timings["vae"] = time.perf_counter() - t
+    # 2. subject stage, 3. VAE decoder, each from the previous run
+    for stage, name, previous, lr in (("subject", "subject", "dataset", 5e-5),
+                                      ("vae_decoder", "vae", "subject", 1e-4)):
+        c = _configure(stage, a, init_from=w(previous))
+        c.model.scaling_factor = scale
+        c.train.update(batch_size=4 if q else 16, num_steps=steps[name], lr=lr, ema_decay=0.0)
+        t = time.perf_counter()
+        trainer.train_and_evaluate(c, w(name))
+        timings[name] = time.perf_counter() - t
 
     # animate the held-out subject with its unseen poses
     config, params = method_lib.load_run(w("vae"))

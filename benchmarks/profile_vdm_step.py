@@ -555,15 +555,7 @@ def profile_variant(name: str, config, *, steps: int, warmup: int, profile_steps
     cost = cost or {}
     hlo_text = compiled.as_text()
     with jax.set_mesh(mesh), nn.logical_axis_rules(fns.rules):
-        for _ in range(warmup):
-            state, m = compiled(state, batch, rng)
-        jax.block_until_ready(m)
-        times = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            state, m = compiled(state, batch, rng)
-            jax.block_until_ready(m)
-            times.append(time.perf_counter() - t0)
+        state, m, times = vts.time_steps(compiled, state, batch, rng, warmup=warmup, steps=steps)
         logdir = tempfile.mkdtemp(prefix=f"trace_{name}_")
         with jax.profiler.trace(logdir):
             for i in range(profile_steps):

@@ -54,6 +54,21 @@ def random_batch(method, batch_size: int) -> dict[str, np.ndarray]:
             for k, v in method.example_batch(batch_size).items()}
 
 
+def time_steps(compiled, state, batch, rng, *, warmup: int, steps: int):
+    """Runs `warmup` untimed then `steps` timed calls of the compiled step (each waited
+    on); returns the final state, the last step's metrics and the per-step seconds. Call inside the run's mesh."""
+    for _ in range(warmup):
+        state, m = compiled(state, batch, rng)
+    jax.block_until_ready(m)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state, m = compiled(state, batch, rng)
+        jax.block_until_ready(m)
+        times.append(time.perf_counter() - t0)
+    return state, m, times
+
+
 def bench(config, steps: int, warmup: int) -> dict:
     method = get_method(config)
     mesh = sharding.make_mesh(config.mesh.shape)
@@ -68,15 +83,7 @@ def bench(config, steps: int, warmup: int) -> dict:
         compiled = lowered.compile()
         compile_s = time.perf_counter() - t0
         flops = metrics_lib.step_flops(lowered, compiled)  # model FLOPs (cuDNN calls included)
-        for _ in range(warmup):
-            state, m = compiled(state, batch, rng)
-        jax.block_until_ready(m)
-        times = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            state, m = compiled(state, batch, rng)
-            jax.block_until_ready(m)
-            times.append(time.perf_counter() - t0)
+        state, m, times = time_steps(compiled, state, batch, rng, warmup=warmup, steps=steps)
     step_s = float(np.median(times))
     peak = metrics_lib.peak_flops_per_device()
     stats = jax.devices()[0].memory_stats() or {}
