@@ -39,12 +39,14 @@ from vdiff.methods import dreampose as method_lib
 from vdiff.methods.dreampose import dreampose_defaults
 
 
-def _configure(stage: str, a, **dp_overrides):
+def _configure(stage: str, a, stage_name: str, **dp_overrides):
     c = dreampose_defaults(stage)
     c.data.resolution, c.data.num_subjects, c.data.num_frames = a.resolution, a.subjects, a.frames
     c.data.num_subject_photos = a.photos
     c.mesh.shape = (1, 1, 1)
     c.train.log_every = max(1, a.steps // 10)
+    c.train.max_train_seconds = a.seconds.get(stage_name, 0.0)
+    c.train.max_nonfinite_steps = a.max_nonfinite_steps
     c.train.checkpoint_every = 0
     for k, v in dp_overrides.items():
         c.dreampose[k] = v
@@ -65,33 +67,11 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(inter / np.maximum(union, 1)))
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--quick", action="store_true", help="tiny sizes/steps (CPU check)")
-    p.add_argument("--s_image", type=float, default=2.0)
-    p.add_argument("--s_pose", type=float, default=4.0)
-    p.add_argument("--sample_steps", type=int, default=0)
-    p.add_argument("--resolution", type=int, default=0)
-    p.add_argument("--subjects", type=int, default=0)
-    p.add_argument("--steps", default="", help="base,dataset,subject,vae step counts")
-    a = p.parse_args()
+def train_stages(a, steps: dict, w, timings: dict) -> None:
+    """Stages 0-3, each a normal run in WORKDIR/<stage>."""
     q = a.quick
-    res, subjects = a.resolution, a.subjects
-    a.resolution, a.subjects, a.frames, a.photos = (32, 4, 12, 4) if q else (64, 64, 32, 6)
-    a.resolution, a.subjects = res or a.resolution, subjects or a.subjects
-    counts = [4, 6, 4, 4] if q else [3000, 8000, 400, 300]
-    if a.steps:
-        counts = [int(x) for x in a.steps.split(",")]
-    steps = dict(zip(("base", "dataset", "subject", "vae"), counts))
-    a.steps = steps["base"]
-    sample_steps = a.sample_steps or (3 if q else 50)
-    w = lambda s: os.path.join(a.workdir, s)  # noqa: E731
-    t_start, timings = time.perf_counter(), {}
-
     # 0. base VAE
-    c = _configure("vae_pretrain", a)
+    c = _configure("vae_pretrain", a, "base")
     c.train.update(batch_size=8 if q else 32, num_steps=steps["base"], lr=1e-3,
                    lr_schedule="cosine", warmup_steps=0 if q else 100)
     t = time.perf_counter()
@@ -106,7 +86,7 @@ def main():
     print(f"latent std {1 / scale:.3f} -> scaling_factor {scale:.3f}")
 
     # 1. dataset stage
-    c = _configure("dataset", a, base_vae=w("base"))
+    c = _configure("dataset", a, "dataset", base_vae=w("base"))
     c.model.scaling_factor = scale
     c.train.update(batch_size=4 if q else 32, num_steps=steps["dataset"], lr=3e-4,
                    lr_schedule="cosine", warmup_steps=0 if q else 200, ema_decay=0.0 if q else 0.999)
@@ -116,12 +96,62 @@ def main():
     # 2. subject stage, 3. VAE decoder, each from the previous run
     for stage, name, previous, lr in (("subject", "subject", "dataset", 5e-5),
                                       ("vae_decoder", "vae", "subject", 1e-4)):
-        c = _configure(stage, a, init_from=w(previous))
+        c = _configure(stage, a, name, init_from=w(previous))
         c.model.scaling_factor = scale
         c.train.update(batch_size=4 if q else 16, num_steps=steps[name], lr=lr, ema_decay=0.0)
         t = time.perf_counter()
         trainer.train_and_evaluate(c, w(name))
         timings[name] = time.perf_counter() - t
+
+
+
+def _last_metrics(workdir: str) -> dict:
+    if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+        return {}
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    last = rows[-1] if rows else {}
+    last["skipped_steps"] = max([r.get("skipped_steps", 0) for r in rows] or [0])
+    return last
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--quick", action="store_true", help="tiny sizes/steps (CPU check)")
+    p.add_argument("--s_image", type=float, default=2.0)
+    p.add_argument("--s_pose", type=float, default=4.0)
+    p.add_argument("--sample_steps", type=int, default=0)
+    p.add_argument("--resolution", type=int, default=0)
+    p.add_argument("--subjects", type=int, default=0)
+    p.add_argument("--steps", default="", help="base,dataset,subject,vae step counts")
+    p.add_argument("--seconds", default="", help="base,dataset,subject,vae wall-clock "
+                   "budgets (train.max_train_seconds; 0 = none)")
+    p.add_argument("--train_device", default="", help="with --eval_only: where the runs "
+                   "were trained (recorded in results.json)")
+    p.add_argument("--eval_only", action="store_true",
+                   help="skip training: animate and measure the runs already in WORKDIR")
+    p.add_argument("--max_nonfinite_steps", type=int, default=20,
+                   help="non-finite steps each stage may skip before it stops")
+    a = p.parse_args()
+    q = a.quick
+    res, subjects = a.resolution, a.subjects
+    a.resolution, a.subjects, a.frames, a.photos = (32, 4, 12, 4) if q else (64, 64, 32, 6)
+    a.resolution, a.subjects = res or a.resolution, subjects or a.subjects
+    counts = [4, 6, 4, 4] if q else [3000, 8000, 400, 300]
+    if a.steps:
+        counts = [int(x) for x in a.steps.split(",")]
+    steps = dict(zip(("base", "dataset", "subject", "vae"), counts))
+    seconds = dict(zip(steps, [float(x) for x in a.seconds.split(",")] if a.seconds
+                       else [0.0] * 4))
+    a.steps, a.seconds = steps["base"], seconds
+    sample_steps = a.sample_steps or (3 if q else 50)
+    w = lambda s: os.path.join(a.workdir, s)  # noqa: E731
+    t_start, timings = time.perf_counter(), {}
+
+    if not a.eval_only:
+        train_stages(a, steps, w, timings)
 
     # animate the held-out subject with its unseen poses
     config, params = method_lib.load_run(w("vae"))
@@ -144,9 +174,10 @@ def main():
     results = {
         "benchmark": "dreampose_synthetic_demo", "quick": q,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": jax.devices()[0].device_kind, "resolution": r, "train_subjects": n,
+        "device": jax.devices()[0].device_kind,
+        "train_device": a.train_device or jax.devices()[0].device_kind, "resolution": r, "train_subjects": n,
         "subject_photos": k, "test_frames": len(gt), "sample_steps": sample_steps,
-        "s_image": a.s_image, "s_pose": a.s_pose, "latent_scaling_factor": scale,
+        "s_image": a.s_image, "s_pose": a.s_pose, "latent_scaling_factor": float(config.model.scaling_factor),
         "iou_generated_vs_target_pose": iou(fg_gen, target),
         "iou_generated_vs_other_pose": iou(fg_gen, wrong),
         "iou_groundtruth_vs_target_pose": iou(fg_gt, target),
@@ -155,6 +186,9 @@ def main():
         "psnr_subject_photo_vs_groundtruth": float(np.mean(10 * np.log10(4.0 / np.maximum(
             np.mean((data["subject_image"][n][None] - gt) ** 2, axis=(1, 2, 3)), 1e-10)))),
         "seconds": {k_: round(v, 1) for k_, v in timings.items()},
+        "train_steps": {s_: _last_metrics(w(s_)).get("step") for s_ in steps},
+        "skipped_nonfinite_steps": {s_: _last_metrics(w(s_)).get("skipped_steps", 0)
+                                    for s_ in steps},
         "total_seconds": round(time.perf_counter() - t_start, 1),
     }
     results["pose_following"] = (results["iou_generated_vs_target_pose"]

@@ -162,6 +162,19 @@ def test_nan_stops_run_and_keeps_last_checkpoint(reference_run, data_dir, tmp_pa
     for a, b in zip(_leaves(before[1]), _leaves(after[1])):
         np.testing.assert_array_equal(a, b)
 
+    # Tolerated: the non-finite steps are skipped (the weights stay those of step 12), and
+    # an elapsed wall-clock budget stops the run at the next log step like SIGTERM.
+    result = run_main(workdir, data_dir, "runlocal,steps=16", *RESUME_FLAGS,
+                      "--config.train.lr=nan", "--config.train.max_nonfinite_steps=100",
+                      "--config.train.max_train_seconds=1e-9")
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log
+    assert "skipped 2 non-finite step(s)" in log and "stopped at step 14" in log
+    assert checkpoint_steps(workdir)[-1] == 14
+    skipped = load_raw(os.path.join(workdir, "checkpoints"))
+    for a, b in zip(_leaves(before[1]["params"]), _leaves(skipped[1]["params"])):
+        np.testing.assert_array_equal(a, b)
+
 
 def test_sample_cli_extend_and_interpolate(reference_run, data_dir, tmp_path):
     ref_dir, _ = reference_run

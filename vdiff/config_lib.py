@@ -116,6 +116,12 @@ def vdm_defaults() -> ml_collections.ConfigDict:
         async_checkpoints=True,
         sample_every=5000,  # 0 disables periodic samples (a final one is still written)
         eval_every=0,  # steps between evaluator runs (0: at the end only, if any evals)
+        # Wall-clock budget of this invocation in seconds (0: none): once passed, the run
+        # checkpoints and stops like on SIGTERM, and the same command resumes it.
+        max_train_seconds=0.0,
+        # Steps with a non-finite loss or gradient are skipped (the state is unchanged);
+        # the run stops with NonFiniteLossError once more than this many were skipped.
+        max_nonfinite_steps=0,
     ))
 
     c.sample = ml_collections.ConfigDict(dict(

@@ -65,6 +65,19 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def _over_budget(config: Any, t_start: float) -> bool:
+    """Whether train.max_train_seconds has passed; process 0 decides for all processes,
+    so every process stops (and joins the checkpoint) at the same step."""
+    limit = float(config.train.get("max_train_seconds", 0) or 0)
+    if limit <= 0:
+        return False
+    over = np.bool_(time.perf_counter() - t_start > limit)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        over = multihost_utils.broadcast_one_to_all(over)
+    return bool(over)
+
+
 def _is_main_process() -> bool:
     return jax.process_index() == 0
 
@@ -160,6 +173,7 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
             window = None
             t_window, steps_window = time.perf_counter(), 0
             t_start, step_start = time.perf_counter(), step
+            skipped = 0  # non-finite steps skipped in this invocation
             while step < total:
                 batch = fns.global_batch(next(data_iter))
                 if step_fn is None:
@@ -180,16 +194,27 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
 
                 is_last = step == total
                 log_now = step % config.train.log_every == 0 or is_last
+                if log_now and not stop.requested and _over_budget(config, t_start):
+                    stop.requested = f"train.max_train_seconds={config.train.max_train_seconds}"
                 save_now = ckpt.should_save(step) or is_last or stop.requested
                 if log_now or save_now:
                     values = {k: float(v) for k, v in jax.device_get(acc.compute()).items()}
-                    if values.get("finite", 1.0) < 1.0:
+                    bad = int(round((1.0 - values.get("finite", 1.0)) * steps_window))
+                    skipped += bad
+                    if skipped > int(config.train.get("max_nonfinite_steps", 0)):
                         raise NonFiniteLossError(
                             f"non-finite loss or gradient between steps {step - steps_window} "
                             f"and {step} (last window mean loss {values['loss']}); "
                             f"the update was not applied and the last good checkpoint "
                             f"(step {ckpt.latest_step()}) is intact. Lower train.lr, "
                             f"check train.grad_clip and the data.")
+                    if bad:
+                        logging.warning("skipped %d non-finite step(s) between steps %d and %d "
+                                        "(%d in all, train.max_nonfinite_steps=%d)", bad,
+                                        step - steps_window, step, skipped,
+                                        config.train.get("max_nonfinite_steps", 0))
+                    if skipped:
+                        values["skipped_steps"] = skipped
                     dt = time.perf_counter() - t_window
                     rate = steps_window / max(dt, 1e-9)
                     values["steps_per_sec"] = rate
