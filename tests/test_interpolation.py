@@ -530,3 +530,136 @@ def test_cli_errors(tiny_sd, tmp_path):
     rc = cli.main([f"--sd={tmp_path / 'nothing'}", f"--image_a={tiny_sd / 'a.png'}",
                    f"--image_b={tiny_sd / 'b.png'}", f"--out={tmp_path / 'e'}"])
     assert rc == 2
+
+
+# ----------------------------------------------------------------------------- DreamPose backend
+
+
+@pytest.fixture(scope="module")
+def micro_dreampose():
+    """A micro DreamPose model (16 px, VAE ÷1) with random N(0, 0.1²) params: mechanics
+    only. Params from the shapes alone: compiling `init` would take longer than the tests."""
+    from vdiff.models import dreampose as dp
+    model = dp.DreamPoseModel.from_configs(**dp.tiny_configs("micro"))
+    rng = np.random.default_rng(0)
+    shapes = jax.eval_shape(lambda k: model.init(k, 16), jax.random.key(0))
+    return model, jax.tree.map(
+        lambda s: jnp.asarray(0.1 * rng.normal(size=s.shape), s.dtype), shapes)
+
+
+def _synthetic_pair(size=16):
+    from vdiff.data import synthetic_people as sp
+    kps = sp.random_motion(6, seed=3, size=size)
+    video = sp.render_person(kps, size, sp.random_appearance(2)).astype(np.float32)
+    return video, kps
+
+
+def test_dreampose_denoiser_guidance_weights(micro_dreampose):
+    from vdiff.interpolation import dreampose_backend as dpb
+    model, params = micro_dreampose
+    rng = np.random.default_rng(0)
+    z = jnp.asarray(rng.normal(size=(2, 16, 16, 4)), jnp.float32)
+    ctx = jnp.asarray(rng.normal(size=(2, 5, 8)), jnp.float32)
+    pose = jnp.asarray(rng.uniform(-1, 1, size=(2, 16, 16, 10)), jnp.float32)
+    lam = jnp.asarray([-1.0, 2.0])
+    cond = {"context": ctx, "pose": pose}
+    # one compiled function for every guidance weight (traced scales)
+    guided = jax.jit(lambda s_i, s_p: dpb.DreamPoseDenoiser(model, params, s_i, s_p).eps(
+        params, z, lam, cond))
+    eps = lambda s_i, s_p: guided(jnp.float32(s_i), jnp.float32(s_p))  # noqa: E731
+    plain = jax.jit(lambda c, p: model.eps(params, z, lam, c, p))
+    # s = (1, 1): the plain conditional network; (0, 0): the unconditional one (∅ = zeros)
+    np.testing.assert_allclose(eps(1.0, 1.0), plain(ctx, pose), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(eps(0.0, 0.0), plain(0 * ctx, 0 * pose), rtol=1e-4, atol=1e-5)
+    assert float(jnp.abs(eps(2.0, 4.0) - eps(1.0, 1.0)).max()) > 1e-4
+    # the schemes' t grid and the UNet timestep agree: t = (i + 1)/N ↦ timestep i
+    i = np.array([0, 99, 500, 999])
+    np.testing.assert_allclose(
+        model.schedule.timestep(model.schedule.logsnr((i + 1) / 1000)), i, atol=1e-2)
+
+
+def test_dreampose_cond_fn_endpoints_and_windows(micro_dreampose):
+    from vdiff.data import pose as pose_lib
+    from vdiff.interpolation import dreampose_backend as dpb
+    model, params = micro_dreampose
+    video, kps = _synthetic_pair()
+    backend = dpb.make_backend(model, params)
+    xa, xb, ca, cb = dpb.encode_pair(backend, [video[0], video[-1]])
+    n = 5
+    fn = dpb.dreampose_cond_fn(backend, ca, cb, kps[0], kps[-1], n, (16, 16))
+    c0, c1 = fn(0, 0.0), fn(n - 1, 1.0)
+    np.testing.assert_allclose(c0["context"], ca, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(c1["context"], cb, rtol=1e-5, atol=1e-5)
+    # frame j's window = the training-style window of the interpolated pose sequence
+    maps = pose_lib.render_pose_uv(
+        pose_lib.interpolate_keypoints(kps[0], kps[-1], np.linspace(0, 1, n)), 16)
+    windows = pose_lib.pose_windows(maps)
+    for j in range(n):
+        np.testing.assert_allclose(dpb.pose_window_at(kps[0], kps[-1], j / (n - 1), n,
+                                                      (16, 16)), windows[j], atol=1e-6)
+    np.testing.assert_allclose(c0["pose"], model.pose_to_latent(
+        jnp.asarray(windows[:1]), (16, 16))[0], atol=1e-6)
+    np.testing.assert_allclose(windows[0][..., 4:6], pose_lib.render_pose_uv(kps[0], 16))
+    np.testing.assert_allclose(windows[-1][..., 4:6], pose_lib.render_pose_uv(kps[-1], 16))
+    with pytest.raises(ConfigError):
+        dpb.dreampose_cond_fn(backend, ca, cb, kps[0], kps[-1], n, (16, 16),
+                              context_interp="cubic")
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory, micro_dreampose):
+    """A DreamPose run folder (config.json + checkpoint) of the micro model, two frames of
+    a synthetic person and their OpenPose files."""
+    import imageio.v3 as iio
+
+    from vdiff.data.video_io import to_uint8
+    from vdiff.methods.dreampose import dreampose_defaults
+    from vdiff.train.checkpoint import Checkpointer
+    _, params = micro_dreampose
+    root = tmp_path_factory.mktemp("dp_run")
+    c = dreampose_defaults("vae_decoder")
+    c.model.size, c.data.resolution = "micro", 16
+    (root / "run").mkdir()
+    (root / "run" / "config.json").write_text(c.to_json())
+    ck = Checkpointer(str(root / "run" / "checkpoints"), max_to_keep=1, save_every=1,
+                      async_save=False)
+    ck.save(1, {"params": jax.tree.map(np.asarray, params)}, {})
+    ck.close()
+    video, kps = _synthetic_pair()
+    for name, i in (("a", 0), ("b", -1)):
+        iio.imwrite(root / f"{name}.png", to_uint8(video[i]))
+        (root / f"{name}.json").write_text(json.dumps(
+            {"people": [{"pose_keypoints_2d": kps[i].ravel().tolist()}]}))
+    return root
+
+
+def _dp_args(root, out, *extra, run=True):
+    from vdiff.interpolation import cli
+    return cli.build_parser().parse_args(
+        ([f"--dreampose_run={root / 'run'}"] if run else []) +
+        [f"--image_a={root / 'a.png'}", f"--image_b={root / 'b.png'}", f"--out={out}",
+         *extra])
+
+
+def test_cli_dreampose_run(micro_run, tmp_path):
+    from vdiff.interpolation import cli
+    kp = [f"--keypoints_a={micro_run / 'a.json'}", f"--keypoints_b={micro_run / 'b.json'}"]
+    info = cli.run(_dp_args(micro_run, tmp_path / "o", *kp, "--num_frames=4", "--scheme=did",
+                            "--ddim_steps=4"), log=lambda s: None)
+    frames = _frames(tmp_path / "o")
+    assert frames.shape == (4, 16, 16, 3) and len(info["did_schedule"]) == 2
+    import imageio.v3 as iio
+    np.testing.assert_array_equal(frames[0], iio.imread(micro_run / "a.png"))
+    # model choice and the options that only apply to one kind of model
+    with pytest.raises(ConfigError, match="exactly one model"):
+        cli.run(_dp_args(micro_run, tmp_path / "e", *kp, run=False))
+    with pytest.raises(ConfigError, match="exactly one model"):
+        cli.run(_dp_args(micro_run, tmp_path / "e", *kp, f"--sd={tmp_path}"))
+    for bad in ("--prompt_a=a cat", "--negative=blur", "--inversion_steps=3",
+                f"--controlnet={tmp_path}"):
+        with pytest.raises(ConfigError, match="for --sd models only"):
+            cli.run(_dp_args(micro_run, tmp_path / "e", *kp, bad))
+    with pytest.raises(ConfigError, match="needs --keypoints_a"):
+        cli.run(_dp_args(micro_run, tmp_path / "e"))
+    assert cli.main([f"--dreampose_run={tmp_path / 'none'}", *kp, "--image_a=a.png",
+                     "--image_b=b.png", f"--out={tmp_path / 'e'}"]) == 2

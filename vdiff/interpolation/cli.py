@@ -1,7 +1,14 @@
-"""Interpolation video between two real images with a pretrained Stable Diffusion.
+"""Interpolation video between two real images with a pretrained latent diffusion model.
 
     python -m vdiff.interpolation.cli --sd=SD_DIR --image_a=a.png --image_b=b.png \
         --prompt_a="..." --prompt_b="..." --num_frames=17 --scheme=did --out=OUT
+    python -m vdiff.interpolation.cli --dreampose_run=WORKDIR/vae --image_a=a.png \
+        --image_b=b.png --keypoints_a=a.json --keypoints_b=b.json --out=OUT
+
+The model is a diffusers Stable Diffusion folder (--sd: text prompts, textual inversion,
+optional ControlNet pose guidance) or a DreamPose run trained here (--dreampose_run: the
+image contexts of the two images are interpolated in place of text embeddings and the
+interpolated keypoints drive its pose input; dual guidance --s_image / --s_pose).
 
 Writes OUT/interpolation.mp4, OUT/frames/frame_NNN.png and OUT/run.json (settings,
 per-frame noise levels, textual inversion losses, CLIP scores and picks). With
@@ -27,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vdiff.interpolation.cli",
                                 description=__doc__.split("\n")[1])
     a = p.add_argument
-    a("--sd", required=True, help="diffusers-layout Stable Diffusion folder")
+    a("--sd", default=None, help="diffusers-layout Stable Diffusion folder")
+    a("--dreampose_run", default=None, help="workdir of a DreamPose run trained here "
+      "(instead of --sd; needs --keypoints_a/--keypoints_b)")
+    a("--s_image", type=float, default=2.0, help="DreamPose image guidance scale")
+    a("--s_pose", type=float, default=4.0, help="DreamPose pose guidance scale")
+    a("--context_interp", default="slerp", help="DreamPose image contexts: slerp | lerp")
     a("--image_a", required=True)
     a("--image_b", required=True)
     a("--prompt_a", default="")
@@ -129,20 +141,51 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError("--inversion_steps must be >= 0")
     if not 0.0 <= args.noise_min <= args.noise_max <= 1.0:
         raise ConfigError("need 0 <= --noise_min <= --noise_max <= 1")
-    pose = [args.keypoints_a, args.keypoints_b, args.controlnet]
-    if any(pose) and not all(pose):
-        raise ConfigError("pose guidance needs all of --keypoints_a, --keypoints_b and "
-                          "--controlnet")
-    if args.controlnet and not os.path.isdir(args.controlnet):
-        raise ConfigError(f"ControlNet folder not found: {args.controlnet}")
-    if not os.path.isdir(args.sd):
-        raise ConfigError(f"Stable Diffusion folder not found: {args.sd} (a diffusers "
-                          "layout: unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
+    if bool(args.sd) == bool(args.dreampose_run):
+        raise ConfigError("pass exactly one model: --sd=DIFFUSERS_SD_FOLDER or "
+                          "--dreampose_run=DREAMPOSE_WORKDIR")
+    if args.dreampose_run:
+        _check_dreampose_args(args)
+    else:
+        pose = [args.keypoints_a, args.keypoints_b, args.controlnet]
+        if any(pose) and not all(pose):
+            raise ConfigError("pose guidance needs all of --keypoints_a, --keypoints_b and "
+                              "--controlnet")
+        if args.controlnet and not os.path.isdir(args.controlnet):
+            raise ConfigError(f"ControlNet folder not found: {args.controlnet}")
+        if not os.path.isdir(args.sd):
+            raise ConfigError(f"Stable Diffusion folder not found: {args.sd} (a diffusers "
+                              "layout: unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
     if args.clip and not os.path.isdir(args.clip):
         raise ConfigError(f"CLIP folder not found: {args.clip}")
     parse_branching(args.branching)
     if args.dtype not in ("float32", "bfloat16", "float16"):
         raise ConfigError(f"--dtype must be float32, bfloat16 or float16, got {args.dtype!r}")
+
+
+def _check_dreampose_args(args: argparse.Namespace) -> None:
+    """A DreamPose run has no text encoder and takes pose natively: the text and ControlNet
+    options have nothing to act on, so they are errors rather than silently ignored."""
+    from vdiff.interpolation import dreampose_backend
+
+    text = {"--prompt_a": args.prompt_a, "--prompt_b": args.prompt_b,
+            "--negative": args.negative, "--controlnet": args.controlnet,
+            "--inversion_steps": args.inversion_steps > 0}
+    given = [k for k, v in text.items() if v]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: for --sd models only; a DreamPose run is "
+                          "conditioned on the images themselves and on --keypoints_a/_b")
+    if not (args.keypoints_a and args.keypoints_b):
+        raise ConfigError("--dreampose_run needs --keypoints_a and --keypoints_b (OpenPose "
+                          "JSON of the two images): the pose drives the DreamPose model")
+    if args.clip and not args.rank_prompt:
+        raise ConfigError("CLIP ranking with --dreampose_run needs --rank_prompt (there are "
+                          "no prompts to rank against)")
+    if args.context_interp not in dreampose_backend.CONTEXT_INTERP:
+        raise ConfigError(f"--context_interp must be one of "
+                          f"{dreampose_backend.CONTEXT_INTERP}, got {args.context_interp!r}")
+    if not os.path.isfile(os.path.join(args.dreampose_run, "config.json")):
+        raise ConfigError(f"{args.dreampose_run} holds no DreamPose run (no config.json)")
 
 
 def load_pair(args) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int]]:
@@ -211,6 +254,18 @@ def load_models(args: argparse.Namespace):
     return m
 
 
+def load_dreampose(args: argparse.Namespace):
+    """The DreamPose backend of --dreampose_run (cached like `load_models`)."""
+    from vdiff.interpolation import dreampose_backend
+
+    key = ("dreampose", os.path.abspath(args.dreampose_run), args.dtype, args.s_image,
+           args.s_pose)
+    if key not in _CACHE:
+        _CACHE[key] = dreampose_backend.load_dreampose_models(
+            args.dreampose_run, s_image=args.s_image, s_pose=args.s_pose, dtype=args.dtype)
+    return _CACHE[key]
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -220,7 +275,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
 
     from vdiff.data import pose as pose_lib
     from vdiff.data.video_io import to_uint8, write_video
-    from vdiff.interpolation import clip_ranking, pose_guidance, schemes
+    from vdiff.interpolation import clip_ranking, dreampose_backend, pose_guidance, schemes
     from vdiff.interpolation import textual_inversion as ti
 
     check_args(args)
@@ -232,39 +287,57 @@ def run(args: argparse.Namespace, log=print) -> dict:
         kps = [pose_guidance.scale_keypoints(k, s, hw)
                for k, s in zip(kps, (size_a, size_b))]
 
-    m = load_models(args)
-    model, denoiser = m.model, m.denoiser
-    factor = model.vae.config.downsample_factor * model.unet.config.down_factor
-    if hw[0] % factor or hw[1] % factor:
-        raise ConfigError(f"image size {hw[1]}x{hw[0]} (WxH) must be a multiple of {factor} "
-                          "for this model; pass --resize=HxW")
-    pos_a, pos_b, neg = m.embed(args.prompt_a), m.embed(args.prompt_b), m.embed(args.negative)
     images = np.stack([img_a, img_b])
-    encode_fn, decode_fn = m.encode_fn, m.decode_fn
-
     info: dict = {"args": vars(args), "size_hw": list(hw)}
-    if args.inversion_steps > 0:
-        settings = ti.InversionSettings(steps=args.inversion_steps,
-                                        learning_rate=args.inversion_lr,
-                                        guidance_scale=args.guidance_scale, seed=args.seed)
-        t0 = time.time()
-        pos_a, pos_b, neg, ti_info = ti.invert_embeddings(
-            m.ti_denoiser, encode_fn,
-            model.schedule.logsnr, images, pos_a, pos_b, neg, settings,
-            cache_dir=args.cache_dir or os.path.join(args.out, "textinv_cache"),
-            prompts=(args.prompt_a, args.prompt_b, args.negative),
-            model_id=os.path.abspath(args.sd), log=log)
-        ti_info["seconds"] = time.time() - t0
-        info["textual_inversion"] = ti_info
-        log(f"textual inversion: {'cached' if ti_info['cached'] else 'optimised'}, loss "
-            f"{ti_info['loss_before']:.4f} -> {ti_info['loss_after']:.4f}")
+    if args.dreampose_run:
+        m = load_dreampose(args)
+        if hw[0] % m.factor or hw[1] % m.factor:
+            raise ConfigError(f"image size {hw[1]}x{hw[0]} (WxH) must be a multiple of "
+                              f"{m.factor} for this model; pass --resize=HxW")
+        res = int(m.config.data.resolution)
+        if hw != (res, res):
+            log(f"note: the DreamPose run was trained at {res}x{res}, the images are "
+                f"{hw[1]}x{hw[0]}")
+        denoiser, logsnr_fn, decode_fn = m.denoiser, m.logsnr_fn, m.decode_fn
+        xa, xb, ctx_a, ctx_b = dreampose_backend.encode_pair(m, images)
+        cond_fn = dreampose_backend.dreampose_cond_fn(
+            m, ctx_a, ctx_b, kps[0], kps[1], args.num_frames, hw,
+            context_interp=args.context_interp)
+    else:
+        m = load_models(args)
+        model, denoiser = m.model, m.denoiser
+        factor = model.vae.config.downsample_factor * model.unet.config.down_factor
+        if hw[0] % factor or hw[1] % factor:
+            raise ConfigError(f"image size {hw[1]}x{hw[0]} (WxH) must be a multiple of "
+                              f"{factor} for this model; pass --resize=HxW")
+        pos_a, pos_b = m.embed(args.prompt_a), m.embed(args.prompt_b)
+        neg = m.embed(args.negative)
+        encode_fn, decode_fn = m.encode_fn, m.decode_fn
+        if args.inversion_steps > 0:
+            settings = ti.InversionSettings(steps=args.inversion_steps,
+                                            learning_rate=args.inversion_lr,
+                                            guidance_scale=args.guidance_scale,
+                                            seed=args.seed)
+            t0 = time.time()
+            pos_a, pos_b, neg, ti_info = ti.invert_embeddings(
+                m.ti_denoiser, encode_fn,
+                model.schedule.logsnr, images, pos_a, pos_b, neg, settings,
+                cache_dir=args.cache_dir or os.path.join(args.out, "textinv_cache"),
+                prompts=(args.prompt_a, args.prompt_b, args.negative),
+                model_id=os.path.abspath(args.sd), log=log)
+            ti_info["seconds"] = time.time() - t0
+            info["textual_inversion"] = ti_info
+            log(f"textual inversion: {'cached' if ti_info['cached'] else 'optimised'}, loss "
+                f"{ti_info['loss_before']:.4f} -> {ti_info['loss_after']:.4f}")
 
-    extra = None
-    if kps is not None:
-        extra = pose_guidance.control_cond_fn(kps[0], kps[1], hw,
-                                              strength=args.control_strength,
-                                              profile=args.control_profile)
-    cond_fn = schemes.text_cond_fn(pos_a, pos_b, neg, extra)
+        extra = None
+        if kps is not None:
+            extra = pose_guidance.control_cond_fn(kps[0], kps[1], hw,
+                                                  strength=args.control_strength,
+                                                  profile=args.control_profile)
+        cond_fn = schemes.text_cond_fn(pos_a, pos_b, neg, extra)
+        logsnr_fn = model.schedule.logsnr
+        xa, xb = encode_fn(jnp.asarray(images))
 
     ranker = None
     if args.clip and args.candidates > 1:
@@ -281,11 +354,10 @@ def run(args: argparse.Namespace, log=print) -> dict:
     selector = clip_ranking.CandidateSelector(decode_fn, ranker,
                                               clip_ranking.parse_choices(args.choices),
                                               cand_dir)
-    interp = schemes.Interpolator(denoiser, model.schedule.logsnr, ddim_steps=args.ddim_steps,
+    interp = schemes.Interpolator(denoiser, logsnr_fn, ddim_steps=args.ddim_steps,
                                   noise_min=args.noise_min, noise_max=args.noise_max,
                                   shape=args.shape, branching=parse_branching(args.branching),
                                   candidates=args.candidates)
-    xa, xb = encode_fn(jnp.asarray(images))
     t0 = time.time()
     latents = interp.run(args.scheme, jax.random.key(args.seed), xa, xb, args.num_frames,
                          cond_fn, selector)
