@@ -408,9 +408,7 @@ def _animate_chunk_fn(model: dp.DreamPoseModel, sampler: str, num_steps: int):
                                    logsnr_schedule=model.schedule.logsnr,
                                    num_steps=num_steps)[0]
 
-        # A sequential map, not vmap: XLA:GPU (jax 0.11) fails to compile the vmapped
-        # sampler loop ("Failed to evaluate instruction ... sunk"); frames are cheap anyway.
-        latents = jax.lax.map(lambda a: one(*a), (pose, rngs))
+        latents = jax.vmap(one)(pose, rngs)
         return model.decode(params, latents)
 
     fn = jax.jit(run)

@@ -71,17 +71,29 @@ class DiscreteSchedule:
         """Continuous schedule t ∈ [0, 1] → λ; t = (i + 1)/N gives table entry i."""
         n = self.num_timesteps
         idx = jnp.clip(jnp.asarray(t, jnp.float32) * n - 1.0, 0.0, n - 1.0)
-        return jnp.interp(idx, jnp.arange(n, dtype=jnp.float32), jnp.asarray(self.logsnr_table))
+        return _lerp_table(jnp.asarray(self.logsnr_table), idx)
 
     def timestep(self, logsnr: Array) -> Array:
         """λ → fractional diffusers timestep in [0, N − 1] (inverse of the table)."""
         table = jnp.asarray(self.logsnr_table)[::-1]  # increasing
-        steps = jnp.arange(self.num_timesteps - 1, -1, -1, dtype=jnp.float32)
-        return jnp.interp(jnp.asarray(logsnr, jnp.float32), table, steps)
+        x = jnp.clip(jnp.asarray(logsnr, jnp.float32), table[0], table[-1])
+        # 'compare_all', not jnp.interp's default search: that search is a while loop, and
+        # nested in a sampler's loop XLA:GPU (jax 0.11) failed to compile it.
+        i = jnp.clip(jnp.searchsorted(table, x, method="compare_all") - 1, 0, len(table) - 2)
+        lo, hi = table[i], table[i + 1]
+        frac = (x - lo) / jnp.maximum(hi - lo, 1e-12)
+        return (self.num_timesteps - 1) - (i + frac)
 
     def t_of_timestep(self, timestep: Array) -> Array:
         """Diffusers timestep i → continuous t = (i + 1)/N."""
         return (jnp.asarray(timestep, jnp.float32) + 1.0) / self.num_timesteps
+
+
+def _lerp_table(table: Array, idx: Array) -> Array:
+    """table at fractional index idx ∈ [0, len − 1], linearly interpolated (no search)."""
+    i0 = jnp.clip(jnp.floor(idx), 0, table.shape[0] - 2).astype(jnp.int32)
+    frac = idx - i0
+    return table[i0] * (1.0 - frac) + table[i0 + 1] * frac
 
 
 @dataclasses.dataclass
