@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Issue 10, deliverable 2: the peer (video-diffusion-pytorch 0.7.0) and our VDM UNet timed
+# in the same run on the GPU machine, merged into one JSON with videos/s ratios.
+#
+#   bash benchmarks/peer_compare.sh $OUT/peer_compare.json     # needs .gpu/peer/*.whl carried
+#
+# Pairing (FLOP-matched, see the peer benchmark's docstring): peer Unet3D(dim=88,
+# dim_mults=1/2/4/8; 1.28 TFLOP/video train) vs our configs/vdm_ucf.py at base_channels=64
+# (1.34), both 16x64x64x3, batch 8 and 32, bf16.
+# Our side expects jax/flax/vdiff deps importable (e.g. PYTHONPATH set by the caller).
+# Budget: ~6 min of wall time (3 warmup + 10 timed steps each; compile dominates).
+# Env: PEER_JSON / OURS_JSON to reuse existing results (merge-only), QUICK=1 for a CPU test.
+set -u
+MERGED=${1:?usage: peer_compare.sh OUT.json}
+DIR=$(dirname "$MERGED"); mkdir -p "$DIR"
+PEER_JSON=${PEER_JSON:-}; OURS_JSON=${OURS_JSON:-}
+
+if [ -z "$PEER_JSON" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/peer .gpu/peer/*.whl
+  PEER_JSON=$DIR/peer.json
+  PYTHONPATH=/tmp/peer:${PYTHONPATH:-} timeout 330 python3 benchmarks/peer_video_diffusion_pytorch.py \
+    ${QUICK:+--quick} --warmup 3 --steps 10 --out "$PEER_JSON" > "$DIR/peer.log" 2>&1
+  echo "peer rc=$?"; tail -3 "$DIR/peer.log"
+fi
+if [ -z "$OURS_JSON" ]; then
+  OURS_JSON=$DIR/ours.json
+  V=configs/vdm_ucf.py:model.base_channels=64,data.num_images_per_video=0
+  timeout 200 python3 benchmarks/vdm_train_step.py --warmup 3 --steps 10 --out "$OURS_JSON" \
+    --variant="dim64_b8:$V,train.batch_size=8" --variant="dim64_b32:$V,train.batch_size=32" \
+    > "$DIR/ours.log" 2>&1
+  echo "ours rc=$?"; tail -3 "$DIR/ours.log"
+fi
+
+python3 - "$PEER_JSON" "$OURS_JSON" "$MERGED" <<'EOF'
+"""Merges the two JSONs; ratios are ours/peer videos/s at equal batch size (>1: ours faster)."""
+import json, sys
+peer, ours = (json.load(open(p)) for p in sys.argv[1:3])
+ratios = {}
+for name, o in ours.get("variants", {}).items():
+    b = o.get("batch_size")
+    if "videos_per_s" not in o:
+        continue
+    r = {"ours_videos_per_s": o["videos_per_s"]}
+    for mode in ("train_compiled", "train_eager"):
+        p = peer.get("runs", {}).get(f"{mode}_b{b}", {})
+        if "videos_per_s" in p:
+            r[f"peer_{mode}_videos_per_s"] = p["videos_per_s"]
+            r[f"ours_over_peer_{mode.removeprefix('train_')}"] = o["videos_per_s"] / p["videos_per_s"]
+    ratios[f"b{b}"] = r
+o_fl = next((v.get("xla_flops_per_step_per_device", 0) / v["batch_size"]
+             for v in ours.get("variants", {}).values() if v.get("xla_flops_per_step_per_device")), None)
+summary = {
+    "ours_params_millions": next((v["params_millions"] for v in ours.get("variants", {}).values()
+                                  if "params_millions" in v), None),
+    "peer_params_millions": peer.get("params_millions"),
+    # ours: XLA cost analysis of the whole train step (incl. optimizer); peer: FlopCounterMode
+    # of loss forward+backward (matmul/conv/SDPA only). Same order, not the same counter.
+    "ours_train_flops_per_video": o_fl,
+    "peer_train_flops_per_video": peer.get("train_flops_per_video"),
+    "peer_denoiser_fwd_flops_per_video": peer.get("denoiser_fwd_flops_per_video"),
+}
+out = {"benchmark": "peer_compare", "summary": summary, "ratios": ratios, "peer": peer, "ours": ours}
+json.dump(out, open(sys.argv[3], "w"), indent=2)
+print(json.dumps({"summary": summary, "ratios": ratios}, indent=2))
+EOF
