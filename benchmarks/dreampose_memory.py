@@ -81,7 +81,9 @@ def measure(unet_cfg, latent: int, tokens: int, batch: int, dtype, remat: bool, 
         return TrainState(step=jnp.zeros((), jnp.int32), params=p,
                           ema_params=None, opt_state=tx.init(p))
 
-    state = jax.jit(init)(jax.random.key(0))
+    # Abstract state for the compile (no init compile or allocation needed to get XLA's
+    # memory analysis); the real state is built only when steps are timed.
+    abstract = jax.eval_shape(init, jax.random.key(0))
 
     def step_fn(state, batch, rng):  # the shared train_step, without an EMA copy
         st = state.replace(ema_params=state.params)
@@ -90,16 +92,20 @@ def measure(unet_cfg, latent: int, tokens: int, batch: int, dtype, remat: bool, 
         return new.replace(ema_params=None), m["loss"]
 
     t0 = time.perf_counter()
-    compiled = jax.jit(step_fn, donate_argnums=(0,)).lower(state, b, jax.random.key(1)).compile()
+    compiled = jax.jit(step_fn, donate_argnums=(0,)).lower(abstract, b,
+                                                           jax.random.key(1)).compile()
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
     analysis = None if mem is None else {
         k: int(getattr(mem, k)) for k in ("argument_size_in_bytes", "output_size_in_bytes",
                                           "temp_size_in_bytes", "generated_code_size_in_bytes",
                                           "alias_size_in_bytes") if hasattr(mem, k)}
-    state, loss = compiled(state, b, jax.random.key(1))
-    jax.block_until_ready(loss)
-    times = []
+    times, loss, n_params = [], None, sum(
+        int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
+    if steps:
+        state = jax.jit(init)(jax.random.key(0))
+        state, loss = compiled(state, b, jax.random.key(1))
+        jax.block_until_ready(loss)
     for i in range(steps):
         t = time.perf_counter()
         state, loss = compiled(state, b, jax.random.key(2 + i))
@@ -107,15 +113,15 @@ def measure(unet_cfg, latent: int, tokens: int, batch: int, dtype, remat: bool, 
         times.append(time.perf_counter() - t)
     dev = jax.devices()[0]
     stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
-    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
     return {
         "benchmark": "dreampose_subject_finetune_memory",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": dev.device_kind, "platform": dev.platform, "jax": jax.__version__,
         "batch_size": batch, "latent": latent, "image": latent * 8, "context_tokens": tokens,
         "dtype": jnp.dtype(dtype).name, "remat": remat, "trainable_params": n_params,
-        "compile_s": round(compile_s, 2), "step_s_median": float(np.median(times)),
-        "step_s_all": [round(t, 4) for t in times], "loss": float(loss),
+        "compile_s": round(compile_s, 2),
+        "step_s_median": float(np.median(times)) if times else None,
+        "step_s_all": [round(t, 4) for t in times], "loss": None if loss is None else float(loss),
         "xla_memory_analysis": analysis,
         "xla_peak_estimate_gib": None if analysis is None else round(
             (analysis.get("argument_size_in_bytes", 0) + analysis.get("temp_size_in_bytes", 0)
@@ -134,7 +140,8 @@ def main():
     p.add_argument("--batch_sizes", default="1,2")
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     p.add_argument("--no_remat", action="store_true")
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--steps", type=int, default=5,
+                   help="timed steps; 0 = compile only (XLA's memory analysis, no weights)")
     p.add_argument("--out", default="")
     a = p.parse_args()
     if a.tiny:
