@@ -97,3 +97,24 @@ def test_bad_input_shapes_raise():
         model.init(jax.random.key(0), jnp.zeros((1, 2, 6, 6, 1)), jnp.zeros((1,)))
     with pytest.raises(ValueError, match=r"\[B, F, H, W, C\]"):
         model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), jnp.zeros((1,)))
+
+
+def test_in_place_temporal_attention_matches_the_token_layout():
+    """temporal_attention_impl='einsum' (attention across frames without transposes) has
+    the same parameters and outputs as the (b h w) f c token path, masks and bias included."""
+    from vdiff.nn.attention import TemporalAttention
+
+    x = jax.random.normal(jax.random.key(0), (2, 5, 3, 4, 16))
+    is_image = jnp.array([[False] * 5, [False, False, True, False, True]])
+    ref = TemporalAttention(head_dim=8, max_relative_distance=4)
+    params = ref.init(jax.random.key(1), x, is_image)
+    # perturb every weight (the output projection and bias table start at zero)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    params = jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(k, p.shape)
+                                       for p, k in zip(leaves, keys)])
+    fast = TemporalAttention(head_dim=8, max_relative_distance=4, implementation="einsum")
+    assert jax.tree.structure(fast.init(jax.random.key(1), x, is_image)) == tree
+    for mask in (None, is_image):
+        np.testing.assert_allclose(fast.apply(params, x, mask), ref.apply(params, x, mask),
+                                   atol=2e-5, rtol=2e-5)

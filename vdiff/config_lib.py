@@ -81,6 +81,7 @@ def vdm_defaults() -> ml_collections.ConfigDict:
         num_classes=0,  # 0 = unconditional; else labels in [0, n) and n = null class
         max_relative_distance=32,
         spatial_attention_impl="xla",  # 'xla' or 'cudnn' (bf16 on GPU)
+        # 'xla', 'cudnn', or 'einsum' (attention across frames in place, no transposes)
         temporal_attention_impl="xla",
         dtype="float32",  # compute dtype; params stay float32
     ))

@@ -54,8 +54,26 @@ def usable_implementation(implementation: str | None, q: jnp.ndarray,
     return implementation
 
 
+def attend_axis1(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, *, bias=None,
+                 mask=None) -> jnp.ndarray:
+    """Softmax attention over axis 1 of [B, L, *S, N, D] heads, in place: no transposes
+    to a [B·S, L] token layout, so XLA picks the layout of the two small batched dots.
+    bias broadcasts to [B, *S, N, Lq, Lk] (e.g. [1, N, Lq, Lk]); mask likewise (True =
+    attend). Logits and softmax in float32."""
+    logits = jnp.einsum("bq...nd,bk...nd->b...nqk", q, k,
+                        preferred_element_type=jnp.float32) * (q.shape[-1] ** -0.5)
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("b...nqk,bk...nd->bq...nd", probs, v)
+
+
 class HeadsAttention(nn.Module):
-    """Projects to heads, attends over axis 1 of [N, L, C] tokens, projects back."""
+    """Projects to heads, attends over axis 1 of [N, L, C] tokens, projects back.
+    With implementation 'einsum' the tokens may be [N, L, *S, C]: attention over axis 1
+    for every position of S (`attend_axis1`)."""
 
     head_dim: int
     implementation: str | None = None
@@ -71,9 +89,12 @@ class HeadsAttention(nn.Module):
             3 * heads * self.head_dim, dtype=self.dtype, name="qkv",
             kernel_init=P.partitioned(default_init, (P.EMBED, P.HEADS)))(tokens)
         q, k, v = jnp.split(qkv.reshape(*qkv.shape[:-1], 3 * heads, self.head_dim), 3, axis=-2)
-        out = jax.nn.dot_product_attention(
-            q, k, v, bias=bias, mask=mask,
-            implementation=usable_implementation(self.implementation, q, k))
+        if self.implementation == "einsum":
+            out = attend_axis1(q, k, v, bias=bias, mask=mask)
+        else:
+            out = jax.nn.dot_product_attention(
+                q, k, v, bias=bias, mask=mask,
+                implementation=usable_implementation(self.implementation, q, k))
         out = out.reshape(*out.shape[:-2], heads * self.head_dim)
         return nn.Dense(
             channels, dtype=self.dtype, name="out",
@@ -114,6 +135,12 @@ class TemporalAttention(nn.Module):
             (2 * self.max_relative_distance + 1, heads), jnp.float32)
         bias = table[relative_position_buckets(f, self.max_relative_distance)]  # [F, F, N]
         bias = einops.rearrange(bias, "q k n -> 1 n q k").astype(self.dtype)
+        if self.implementation == "einsum":  # attend across frames in place (no transposes)
+            mask = None if frame_is_image is None else \
+                image_frame_mask(frame_is_image)[:, None, None, None]  # [B, 1, 1, 1, F, F]
+            out = HeadsAttention(self.head_dim, self.implementation, self.dtype)(
+                FrameGroupNorm(self.dtype)(x), bias=bias, mask=mask)
+            return P.constrain_video(x + out)
         mask = None
         if frame_is_image is not None:
             mask = jnp.repeat(image_frame_mask(frame_is_image)[:, None], h * w, axis=0)
