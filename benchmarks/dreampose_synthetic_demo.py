@@ -104,7 +104,6 @@ def train_stages(a, steps: dict, w, timings: dict) -> None:
         timings[name] = time.perf_counter() - t
 
 
-
 def _last_metrics(workdir: str) -> dict:
     if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
         return {}
@@ -171,6 +170,7 @@ def main():
     fg_gen, fg_gt = foreground(video, background, 0.25), foreground(gt, background, 0.25)
     target, wrong = limb_mask(kps, r), limb_mask(other, r)
     mse = np.mean((video - gt) ** 2, axis=(1, 2, 3))
+    stage_metrics = {s_: _last_metrics(w(s_)) for s_ in steps}  # each file read once
     results = {
         "benchmark": "dreampose_synthetic_demo", "quick": q,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -186,9 +186,9 @@ def main():
         "psnr_subject_photo_vs_groundtruth": float(np.mean(10 * np.log10(4.0 / np.maximum(
             np.mean((data["subject_image"][n][None] - gt) ** 2, axis=(1, 2, 3)), 1e-10)))),
         "seconds": {k_: round(v, 1) for k_, v in timings.items()},
-        "train_steps": {s_: _last_metrics(w(s_)).get("step") for s_ in steps},
-        "skipped_nonfinite_steps": {s_: _last_metrics(w(s_)).get("skipped_steps", 0)
-                                    for s_ in steps},
+        "train_steps": {s_: m.get("step") for s_, m in stage_metrics.items()},
+        "skipped_nonfinite_steps": {s_: m.get("skipped_steps", 0)
+                                    for s_, m in stage_metrics.items()},
         "total_seconds": round(time.perf_counter() - t_start, 1),
     }
     results["pose_following"] = (results["iou_generated_vs_target_pose"]
