@@ -11,7 +11,9 @@ FLOPs per step, step time, videos/s, TFLOP/s per device, MFU, peak memory).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import fcntl
 import importlib.util
 import json
 import os
@@ -69,7 +71,22 @@ def time_steps(compiled, state, batch, rng, *, warmup: int, steps: int):
     return state, m, times
 
 
-def bench(config, steps: int, warmup: int) -> dict:
+@contextlib.contextmanager
+def exclusive(lock_path: str):
+    """Holds an exclusive lock on `lock_path` ('' = no lock): benchmark processes sharing
+    a machine compile in parallel and take turns for the timed steps."""
+    if not lock_path:
+        yield
+        return
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def bench(config, steps: int, warmup: int, timing_lock: str = "") -> dict:
     method = get_method(config)
     mesh = sharding.make_mesh(config.mesh.shape)
     fns = build_train_fns(config, method, mesh)
@@ -82,8 +99,10 @@ def bench(config, steps: int, warmup: int) -> dict:
         lowered = fns.step.lower(state, batch, rng)
         compiled = lowered.compile()
         compile_s = time.perf_counter() - t0
-        flops = metrics_lib.step_flops(lowered, compiled)  # model FLOPs (cuDNN calls included)
-        state, m, times = time_steps(compiled, state, batch, rng, warmup=warmup, steps=steps)
+        flops = metrics_lib.step_flops(lowered, compiled, mesh.size)  # per device, cuDNN included
+        with exclusive(timing_lock):
+            state, m, times = time_steps(compiled, state, batch, rng, warmup=warmup,
+                                         steps=steps)
     step_s = float(np.median(times))
     peak = metrics_lib.peak_flops_per_device()
     stats = jax.devices()[0].memory_stats() or {}
@@ -117,6 +136,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default="")
+    parser.add_argument("--timing_lock", default="",
+                        help="file lock held during the timed steps (several processes on "
+                             "one machine: parallel compiles, one timing at a time)")
     args = parser.parse_args()
     dev = jax.devices()[0]
     result = {
@@ -130,7 +152,7 @@ def main() -> None:
         name, path, *rest = spec.split(":")
         config = load_config(path, rest[0] if rest else "")
         try:
-            result["variants"][name] = bench(config, args.steps, args.warmup)
+            result["variants"][name] = bench(config, args.steps, args.warmup, args.timing_lock)
         except Exception as e:  # noqa: BLE001 - report and continue with the next variant
             result["variants"][name] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
         print(json.dumps({name: result["variants"][name]}), flush=True)

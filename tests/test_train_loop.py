@@ -239,6 +239,15 @@ def test_step_flops_counts_convolutions_and_cudnn_attention():
     counted = metrics_lib.step_flops(lowered, compiled)
     assert 2.5 * conv < counted < 4 * conv  # forward + input and weight gradients
     np.testing.assert_allclose(counted, metrics_lib.compiled_flops(compiled), rtol=0.1)
+    # The host-CPU count GPU runs fall back to equals the unoptimized module's own count.
+    assert metrics_lib._host_cost_flops(lowered) == lowered.cost_analysis()["flops"]
+    # Sharded over 4 devices: the unoptimized module is the global program; per device is ¼.
+    mesh = jax.make_mesh((4,), ("d",), devices=jax.devices()[:4],
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    xs = jax.device_put(jnp.ones((8, 16, 16, 8)), jax.NamedSharding(mesh, jax.P("d")))
+    lowered4 = jax.jit(jax.grad(f, argnums=(0, 1))).lower(xs, w)
+    per_device = metrics_lib.step_flops(lowered4, lowered4.compile(), 4)
+    np.testing.assert_allclose(per_device, 4 * counted / 4, rtol=1e-6)  # batch 8 = 4 × 2
     # Two calls as XLA writes them on a GPU (shapes [B, L, H, D]).
     hlo = ('%a = (bf16[512,2,1024,64]) custom-call(%q, %k, %v), '
            'custom_call_target="__cudnn$fmhaSoftmax", operand_layout_constraints={'

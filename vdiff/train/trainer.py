@@ -170,7 +170,7 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
             sample_fn = make_sample_fn(method, config, mesh)
             evaluators = evaluators_lib.build_evaluators(config, method, mesh)
             rng_eval = jax.random.fold_in(rng_sample, 1)
-            window = None
+            window = metrics_lib.WindowMean()
             t_window, steps_window = time.perf_counter(), 0
             t_start, step_start = time.perf_counter(), step
             skipped = 0  # non-finite steps skipped in this invocation
@@ -180,17 +180,13 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
                     t0 = time.perf_counter()
                     lowered = fns.step.lower(state, batch, rng_train)
                     step_fn = lowered.compile()
-                    flops = metrics_lib.step_flops(lowered, step_fn)
+                    flops = metrics_lib.step_flops(lowered, step_fn, mesh.size)
                     _log("compiled the train step in %.1fs", time.perf_counter() - t0)
                     t_window = time.perf_counter()
                 state, m = step_fn(state, batch, rng_train)
                 step += 1
                 steps_window += 1
-                if window is None:
-                    window = metrics_lib.make_collection(sorted(m))
-                    acc = window.single_from_model_output(**m)
-                else:
-                    acc = acc.merge(window.single_from_model_output(**m))
+                window.add(m)
 
                 is_last = step == total
                 log_now = step % config.train.log_every == 0 or is_last
@@ -198,7 +194,7 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
                     stop.requested = f"train.max_train_seconds={config.train.max_train_seconds}"
                 save_now = ckpt.should_save(step) or is_last or stop.requested
                 if log_now or save_now:
-                    values = {k: float(v) for k, v in jax.device_get(acc.compute()).items()}
+                    values = window.compute()
                     bad = int(round((1.0 - values.get("finite", 1.0)) * steps_window))
                     skipped += bad
                     if skipped > int(config.train.get("max_nonfinite_steps", 0)):
@@ -229,7 +225,7 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
                     _log("step %d/%d | loss %.4f%s | %.2f steps/s | ETA %s", step, total,
                          values["loss"], extra, rate,
                          metrics_lib.format_duration((total - step) / max(overall, 1e-9)))
-                    acc, window = None, None
+                    window = metrics_lib.WindowMean()
                     t_window, steps_window = time.perf_counter(), 0
                 if save_now:
                     ckpt.save(step, state, data_state_of(data_iter, config.data), force=True)
