@@ -33,7 +33,18 @@ SAMPLERS = [("ancestral", 1000, {}), ("ancestral", 256, {}), ("ddim", 100, {}),
             ("pc", 128, {"num_corrector_steps": 1}), ("dpmpp_2m", 20, {})]
 
 
-def bench_ours(batch: int) -> dict:
+def parse_samplers(spec: str) -> list:
+    """'ancestral:256,dpmpp_2m:25' → [(name, steps, kwargs)]; '' → the default list."""
+    if not spec:
+        return SAMPLERS
+    out = []
+    for item in spec.split(","):
+        name, steps = item.split(":")
+        out.append((name, int(steps), {"num_corrector_steps": 1} if name == "pc" else {}))
+    return out
+
+
+def bench_ours(batch: int, sampler_list: list = SAMPLERS) -> dict:
     config = load_config("configs/vdm_ucf.py", "model.base_channels=64,"
                          "data.num_images_per_video=0,model.spatial_attention_impl=cudnn")
     method = get_method(config)
@@ -41,7 +52,7 @@ def bench_ours(batch: int) -> dict:
         jax.random.key(0)))
     shape = (batch, 16, 64, 64, 3)
     out = {}
-    for name, steps, kw in SAMPLERS:
+    for name, steps, kw in sampler_list:
         fn = jax.jit(lambda p, r, name=name, steps=steps, kw=kw: samplers.sample(
             sampler=name, denoise_fn=method.denoiser(p), rng=r, shape=shape,
             logsnr_schedule=method.schedule, num_steps=steps, clip_x0=True, **kw))
@@ -82,23 +93,28 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--peer_timesteps", type=int, default=1000)
+    parser.add_argument("--samplers", default="",
+                        help="NAME:STEPS,... (default: the five samplers above)")
+    parser.add_argument("--no_peer", action="store_true", help="time our samplers only")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     result = {"benchmark": "samplers_16x64x64",
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
               "jax": jax.__version__, "batch": args.batch}
-    result["ours"] = bench_ours(args.batch)
-    try:
-        result["peer_video_diffusion_pytorch_0.7.0"] = bench_peer(args.batch, args.peer_timesteps)
-        peer = result["peer_video_diffusion_pytorch_0.7.0"]
-        result["speedup_vs_peer_seconds_per_video"] = {
-            k: peer["seconds_per_video"] / v["seconds_per_video"] for k, v in result["ours"].items()}
-        result["speedup_vs_peer_per_nfe"] = {
-            k: peer["ms_per_nfe_per_batch"] / v["ms_per_nfe_per_batch"]
-            for k, v in result["ours"].items()}
-    except Exception as e:  # noqa: BLE001 - report what failed, keep our numbers
-        result["peer_error"] = f"{type(e).__name__}: {str(e)[:500]}"
+    result["ours"] = bench_ours(args.batch, parse_samplers(args.samplers))
+    if not args.no_peer:
+        try:
+            peer = bench_peer(args.batch, args.peer_timesteps)
+            result["peer_video_diffusion_pytorch_0.7.0"] = peer
+            result["speedup_vs_peer_seconds_per_video"] = {
+                k: peer["seconds_per_video"] / v["seconds_per_video"]
+                for k, v in result["ours"].items()}
+            result["speedup_vs_peer_per_nfe"] = {
+                k: peer["ms_per_nfe_per_batch"] / v["ms_per_nfe_per_batch"]
+                for k, v in result["ours"].items()}
+        except Exception as e:  # noqa: BLE001 - report what failed, keep our numbers
+            result["peer_error"] = f"{type(e).__name__}: {str(e)[:500]}"
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

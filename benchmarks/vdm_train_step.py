@@ -86,13 +86,26 @@ def exclusive(lock_path: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def memory_analysis(compiled) -> dict:
+    """XLA's buffer assignment of the compiled step, in GiB (None where not reported)."""
+    mem = compiled.memory_analysis()
+    gib = lambda name: None if mem is None or not hasattr(mem, name) else (  # noqa: E731
+        getattr(mem, name) / 2**30)
+    return {"xla_temp_gib": gib("temp_size_in_bytes"),
+            "xla_argument_gib": gib("argument_size_in_bytes"),
+            "xla_output_gib": gib("output_size_in_bytes"),
+            "xla_alias_gib": gib("alias_size_in_bytes")}
+
+
 def bench(config, steps: int, warmup: int, timing_lock: str = "") -> dict:
+    """Compiles the trainer's step for `config` and times it; steps=0 compiles only (XLA's
+    memory analysis, no timing)."""
     method = get_method(config)
     mesh = sharding.make_mesh(config.mesh.shape)
     fns = build_train_fns(config, method, mesh)
     batch_size = config.train.batch_size
     with jax.set_mesh(mesh), nn.logical_axis_rules(fns.rules):
-        state = fns.init(jax.random.key(0))
+        state = fns.abstract_state if steps == 0 else fns.init(jax.random.key(0))
         batch = fns.global_batch(random_batch(method, batch_size))
         rng = jax.random.key(1)
         t0 = time.perf_counter()
@@ -100,12 +113,10 @@ def bench(config, steps: int, warmup: int, timing_lock: str = "") -> dict:
         compiled = lowered.compile()
         compile_s = time.perf_counter() - t0
         flops = metrics_lib.step_flops(lowered, compiled, mesh.size)  # per device, cuDNN included
-        with exclusive(timing_lock):
-            state, m, times = time_steps(compiled, state, batch, rng, warmup=warmup,
-                                         steps=steps)
-    step_s = float(np.median(times))
-    peak = metrics_lib.peak_flops_per_device()
-    stats = jax.devices()[0].memory_stats() or {}
+        if steps:
+            with exclusive(timing_lock):
+                state, m, times = time_steps(compiled, state, batch, rng, warmup=warmup,
+                                             steps=steps)
     params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(fns.abstract_state.params))
     out = {
         "params_millions": params / 1e6,
@@ -114,14 +125,23 @@ def bench(config, steps: int, warmup: int, timing_lock: str = "") -> dict:
         "resolution": config.data.resolution,
         "dtype": config.model.dtype,
         "spatial_attention_impl": config.model.spatial_attention_impl,
+        "remat": config.model.get("remat", "none"),
         "compile_s": compile_s,
+        "xla_flops_per_step_per_device": flops,
+        **memory_analysis(compiled),
+    }
+    if not steps:
+        return out
+    step_s = float(np.median(times))
+    peak = metrics_lib.peak_flops_per_device()
+    stats = jax.devices()[0].memory_stats() or {}
+    out.update({
         "step_s_median": step_s,
         "step_s_min": float(np.min(times)),
         "videos_per_s": batch_size / step_s,
         "loss": float(m["loss"]),
-        "xla_flops_per_step_per_device": flops,
         "peak_bytes_in_use_gib": stats.get("peak_bytes_in_use", 0) / 2**30,
-    }
+    })
     if flops:
         out["tflops_per_s_per_device"] = flops / step_s / 1e12
         if peak:
@@ -133,7 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--variant", action="append", required=True,
                         help="NAME:CONFIG_PATH[:key=value,...] (tuple values as a/b/c)")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps; 0 = compile only")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default="")
     parser.add_argument("--timing_lock", default="",

@@ -118,3 +118,36 @@ def test_in_place_temporal_attention_matches_the_token_layout():
     for mask in (None, is_image):
         np.testing.assert_allclose(fast.apply(params, x, mask), ref.apply(params, x, mask),
                                    atol=2e-5, rtol=2e-5)
+
+
+def test_remat_policies_keep_parameters_loss_and_gradients():
+    """model.remat only changes what the backward pass stores: the same parameter tree
+    (names included, so checkpoints are interchangeable), loss and gradients — dropout too."""
+    kw = dict(out_channels=C, base_channels=8, channel_mults=(1,), num_res_blocks=1,
+              attn_resolutions=(8,), head_dim=4, dropout=0.2)
+    z = jax.random.normal(jax.random.key(0), (B, 3, 8, 8, C))
+    logsnr, is_image = jnp.linspace(-3.0, 3.0, B), jnp.zeros((B, 3), bool)
+    rngs = {"params": jax.random.key(1), "dropout": jax.random.key(2)}
+    results = {}
+    for remat in ("none", "dots", "full"):
+        model = UNet3D(**kw, remat=remat)
+        params = jax.jit(lambda r, model=model: model.init(r, z, logsnr, frame_is_image=is_image,
+                                                           train=True))(rngs)
+
+        def loss(p, model=model):
+            out = model.apply(p, z, logsnr, frame_is_image=is_image, train=True,
+                              rngs={"dropout": jax.random.key(3)})
+            return jnp.mean(out ** 2) + 1e-3 * sum(jnp.sum(x ** 2) for x in jax.tree.leaves(p))
+
+        results[remat] = (params, *jax.jit(jax.value_and_grad(loss))(params))
+    ref_params, ref_loss, ref_grads = results["none"]
+    assert "ResBlock_0" in ref_params["params"]
+    for remat in ("dots", "full"):
+        params, value, grads = results[remat]
+        assert jax.tree.structure(params) == jax.tree.structure(ref_params)
+        jax.tree.map(np.testing.assert_array_equal, params, ref_params)
+        np.testing.assert_allclose(value, ref_loss, rtol=1e-6)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                     grads, ref_grads)
+    with pytest.raises(ValueError, match="remat"):
+        UNet3D(**kw, remat="sometimes").init(rngs, z, logsnr, frame_is_image=is_image)

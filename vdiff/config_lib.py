@@ -84,6 +84,7 @@ def vdm_defaults() -> ml_collections.ConfigDict:
         # 'xla', 'cudnn', or 'einsum' (attention across frames in place, no transposes)
         temporal_attention_impl="xla",
         dtype="float32",  # compute dtype; params stay float32
+        remat="none",  # per block: 'none', 'dots' (keep conv/matmul outputs) or 'full'
     ))
 
     c.diffusion = ml_collections.ConfigDict(dict(

@@ -16,7 +16,7 @@ import numpy as np
 
 from vdiff.diffusion import guidance, losses, samplers, schedules, targets
 from vdiff.errors import ConfigError
-from vdiff.models.unet3d import UNet3D
+from vdiff.models.unet3d import REMAT_POLICIES, UNet3D
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -31,6 +31,9 @@ def build_unet(model_config: Any, *, out_channels: int) -> UNet3D:
     impl = lambda name: None if name in ("", "xla", None) else name  # noqa: E731
     if model_config.dtype not in DTYPES:
         raise ConfigError(f"model.dtype {model_config.dtype!r} not in {sorted(DTYPES)}")
+    remat = model_config.get("remat", "none")
+    if remat not in REMAT_POLICIES:
+        raise ConfigError(f"model.remat {remat!r} not in {sorted(REMAT_POLICIES)}")
     return UNet3D(
         out_channels=out_channels,
         base_channels=model_config.base_channels,
@@ -45,6 +48,7 @@ def build_unet(model_config: Any, *, out_channels: int) -> UNet3D:
         spatial_attention_impl=impl(model_config.spatial_attention_impl),
         temporal_attention_impl=impl(model_config.temporal_attention_impl),
         dtype=DTYPES[model_config.dtype],
+        remat=remat,
     )
 
 

@@ -12,6 +12,11 @@ z: [B, F, H, W, C]; logsnr: [B] (or [B, F]); labels: int [B] or [B, F] with
 `num_classes` as the null class; frame_is_image: bool [B, F]; cond: optional
 [B, F, H, W, C'] concatenated to z channel-wise before the first convolution (the
 upsampled low-resolution video of a cascaded super-resolution stage).
+
+`remat` trades compute for memory per res/attention block: 'none' keeps every activation
+for the backward pass; 'dots' keeps only convolution and matmul outputs and recomputes
+the norms, activations and dropout; 'full' keeps only each block's input. Parameters are
+the same in all three, so checkpoints are interchangeable.
 """
 
 from __future__ import annotations
@@ -27,6 +32,19 @@ from vdiff.nn import partitioning as P
 from vdiff.nn.attention import SpatialAttention, TemporalAttention
 from vdiff.nn.embeddings import ConditioningEmbedding
 from vdiff.nn.layers import Downsample, FrameGroupNorm, ResBlock, SpatialConv, Upsample
+
+
+REMAT_POLICIES = {"none": None, "dots": jax.checkpoint_policies.dots_saveable,
+                  "full": jax.checkpoint_policies.nothing_saveable}
+
+
+def remat_block(cls, remat: str, static_argnums: tuple[int, ...] = ()):
+    """`cls` wrapped in `nn.remat` with the named policy (see the module docstring)."""
+    if remat not in REMAT_POLICIES:
+        raise ValueError(f"remat {remat!r} not in {sorted(REMAT_POLICIES)}")
+    if remat == "none":
+        return cls
+    return nn.remat(cls, policy=REMAT_POLICIES[remat], static_argnums=static_argnums)
 
 
 class SpaceTimeAttention(nn.Module):
@@ -66,16 +84,17 @@ class UNet3D(nn.Module):
     spatial_attention_impl: str | None = None  # None/'xla' or 'cudnn'
     temporal_attention_impl: str | None = None
     dtype: Any = jnp.float32
+    remat: str = "none"  # 'none' | 'dots' | 'full' (module docstring)
 
-    def _attention(self, size: int) -> SpaceTimeAttention | None:
-        temporal_res = (self.attn_resolutions if self.temporal_attn_resolutions is None
-                        else self.temporal_attn_resolutions)
-        spatial, temporal = size in self.attn_resolutions, size in temporal_res
-        if not (spatial or temporal):
-            return None
-        return SpaceTimeAttention(spatial, temporal, self.head_dim, self.max_relative_distance,
-                                  self.spatial_attention_impl, self.temporal_attention_impl,
-                                  self.dtype)
+    def _space_time_attention(self, spatial: bool, temporal: bool, name: str) -> nn.Module:
+        return remat_block(SpaceTimeAttention, self.remat)(
+            spatial, temporal, self.head_dim, self.max_relative_distance,
+            self.spatial_attention_impl, self.temporal_attention_impl, self.dtype, name=name)
+
+    def _res_block(self, features: int, name: str) -> nn.Module:
+        # train (argument 3, counting self) is a Python bool: static under remat
+        return remat_block(ResBlock, self.remat, static_argnums=(3,))(
+            features, self.dropout, self.dtype, name=name)
 
     @nn.compact
     def __call__(self, z, logsnr, *, labels=None, frame_is_image=None, cond=None,
@@ -95,11 +114,28 @@ class UNet3D(nn.Module):
         h = SpatialConv(self.base_channels, dtype=self.dtype, name="conv_in")(
             P.constrain_video(x.astype(self.dtype)))
         skips = [h]
+        # Explicit names, numbered like flax's automatic ones: with remat the wrapped
+        # classes would otherwise be auto-named 'CheckpointResBlock_0', … (other params).
+        counts = {"ResBlock": 0, "SpaceTimeAttention": 0}
+
+        def name(kind: str) -> str:
+            counts[kind] += 1
+            return f"{kind}_{counts[kind] - 1}"
+
+        def attention(size: int) -> nn.Module | None:
+            temporal_res = (self.attn_resolutions if self.temporal_attn_resolutions is None
+                            else self.temporal_attn_resolutions)
+            spatial, temporal = size in self.attn_resolutions, size in temporal_res
+            if not (spatial or temporal):
+                return None
+            return self._space_time_attention(spatial, temporal, name("SpaceTimeAttention"))
+
         for level, mult in enumerate(self.channel_mults):
             with jax.named_scope(f"down_{level}"):
                 for _ in range(self.num_res_blocks):
-                    h = ResBlock(self.base_channels * mult, self.dropout, self.dtype)(h, emb, train=train)
-                    if (attn := self._attention(size)) is not None:
+                    h = self._res_block(self.base_channels * mult, name("ResBlock"))(
+                        h, emb, train)
+                    if (attn := attention(size)) is not None:
                         h = attn(h, frame_is_image)
                     skips.append(h)
                 if level != len(self.channel_mults) - 1:
@@ -108,18 +144,18 @@ class UNet3D(nn.Module):
                     skips.append(h)
 
         with jax.named_scope("middle"):
-            h = ResBlock(h.shape[-1], self.dropout, self.dtype)(h, emb, train=train)
-            h = SpaceTimeAttention(True, True, self.head_dim, self.max_relative_distance,
-                                   self.spatial_attention_impl, self.temporal_attention_impl,
-                                   self.dtype)(h, frame_is_image)
-            h = ResBlock(h.shape[-1], self.dropout, self.dtype)(h, emb, train=train)
+            h = self._res_block(h.shape[-1], name("ResBlock"))(h, emb, train)
+            h = self._space_time_attention(True, True, name("SpaceTimeAttention"))(
+                h, frame_is_image)
+            h = self._res_block(h.shape[-1], name("ResBlock"))(h, emb, train)
 
         for level, mult in reversed(list(enumerate(self.channel_mults))):
             with jax.named_scope(f"up_{level}"):
                 for _ in range(self.num_res_blocks + 1):
                     h = jnp.concatenate([h, skips.pop()], axis=-1)
-                    h = ResBlock(self.base_channels * mult, self.dropout, self.dtype)(h, emb, train=train)
-                    if (attn := self._attention(size)) is not None:
+                    h = self._res_block(self.base_channels * mult, name("ResBlock"))(
+                        h, emb, train)
+                    if (attn := attention(size)) is not None:
                         h = attn(h, frame_is_image)
                 if level != 0:
                     h = Upsample(self.dtype)(h)

@@ -70,7 +70,8 @@ class ResBlock(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, emb: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    # `train` may be positional so that `nn.remat(ResBlock, static_argnums=(3,))` can mark it static.
+    def __call__(self, x: jnp.ndarray, emb: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         h = nn.swish(FrameGroupNorm(self.dtype)(x))
         h = SpatialConv(self.features, dtype=self.dtype)(h)
         h = FrameGroupNorm(self.dtype)(h)
