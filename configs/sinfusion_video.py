@@ -36,7 +36,7 @@ def get_config(arg=None):
     c.train.lr_decay_every = c.train.num_steps // 4
     # Every evaluator setting is listed so that each one can be overridden from the CLI.
     c.evals.sinfusion_next_frame = ml_collections.ConfigDict(dict(
-        strides=(1, 2, 3), num_samples=1, max_pairs=16, eta=0.0, seed=0))
+        strides=(1, 2, 3), num_samples=1, max_pairs=16, eta=0.0, seed=0, posterior_mean=True))
     c.mesh.shape = (1, -1, 1)  # batch 1: no data parallelism; extra devices shard params
 
     if a.runlocal:

@@ -202,6 +202,29 @@ def test_residual_predictor_starts_as_copy_last_frame():
     with pytest.raises(sf.ConfigError, match="residual"):
         sf.make_sinfusion(c)
 
+def test_posterior_mean_is_the_x0_prediction_at_the_noisiest_level():
+    """One call at λ(1): for x0-prediction the output is x̂0(z₁, λ(1)); a residual Predictor
+    at initialisation gives the copy of frame n, whatever the noise draw."""
+    c = tiny_config("predictor")
+    c.diffusion.parameterization, c.sinfusion.residual = "x0", True
+    m = sf.make_sinfusion(c)
+    params = strip_boxes(m.init(jax.random.key(0), m.example_batch(1)))
+    cond = sf.synthetic_frames(2, 1, 17, 17, C)[:, 0]
+    a, b = (apps.posterior_mean_frames(m, params, jax.random.key(s), cond.shape, cond=cond,
+                                       frame_diff=1) for s in (1, 2))
+    np.testing.assert_allclose(np.asarray(a), np.clip(np.asarray(cond), -1, 1), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    # a generic network: exactly the denoiser's x̂0 at λ(1) for the same noise
+    leaves, tree = jax.tree.flatten(params)
+    params = jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(jax.random.key(i), x.shape)
+                                       for i, x in enumerate(leaves)])
+    z = jax.random.normal(jax.random.key(3), cond.shape)
+    ref = m.denoiser(params, cond=cond, frame_diff=1)(
+        z, jnp.full((2,), m.schedule(jnp.float32(1.0))))
+    got = apps.posterior_mean_frames(m, params, jax.random.key(3), cond.shape, cond=cond,
+                                     frame_diff=1)
+    np.testing.assert_allclose(np.asarray(got), np.clip(np.asarray(ref), -1, 1), atol=1e-5)
+
 # --------------------------------------------------------------------------------------------
 # applications (fake denoisers expose the plumbing exactly)
 
@@ -292,3 +315,27 @@ def test_apps_with_real_networks_any_size():
         p_pred, p_proj, rng, images[0])
     assert video.shape == (3, 12, 20, C) and np.all(np.isfinite(video))
     np.testing.assert_array_equal(video[0], images[0])
+
+
+def test_next_frame_evaluator_posterior_mean_of_a_fresh_residual_predictor_is_the_copy():
+    """On the real video: a residual x0 Predictor at initialisation predicts frame n, so its
+    posterior-mean PSNR equals the copy-last-frame baseline on the held-out frames."""
+    import importlib.util
+
+    from vdiff.eval.evaluators import SinFusionNextFrameEvaluator
+
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "configs", "sinfusion_video.py")
+    spec = importlib.util.spec_from_file_location("cfg", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("runlocal")
+    config.diffusion.parameterization, config.sinfusion.residual = "x0", True
+    m = sf.make_sinfusion(sf.role_config(config, "predictor"))
+    params = strip_boxes(m.init(jax.random.key(0), m.example_batch(1)))
+    settings = {**SinFusionNextFrameEvaluator.DEFAULTS, "strides": (1,), "max_pairs": 4}
+    out = SinFusionNextFrameEvaluator(config, m, None, settings)(params, jax.random.key(1))
+    assert out["next_frame_in_sample"] == 0.0 and out["next_frame_pairs_k1"] == 4
+    np.testing.assert_allclose(out["next_frame_psnr_posterior_mean_k1"],
+                               out["copy_last_frame_psnr_k1"], rtol=1e-4)

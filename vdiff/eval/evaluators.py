@@ -128,9 +128,13 @@ class SinFusionNextFrameEvaluator:
     on top: ≈ 3 dB when the two are equal). With `num_samples` = N > 1 the evaluator also
     reports `next_frame_psnr_mean{N}_k*`, the PSNR of the average of N independent samples,
     a Monte-Carlo estimate of the posterior mean; the single-sample score stays reported.
+    With `posterior_mean` (default) and an x0- or v-parameterized Predictor it also reports
+    `next_frame_psnr_posterior_mean_k*`: the model's own posterior mean in one network call
+    (`sinfusion_apps.posterior_mean_frames`).
     """
 
-    DEFAULTS = dict(strides=(1, 2, 3), max_pairs=16, eta=0.0, seed=0, num_samples=1)
+    DEFAULTS = dict(strides=(1, 2, 3), max_pairs=16, eta=0.0, seed=0, num_samples=1,
+                    posterior_mean=True)
 
     def __init__(self, config: Any, method: Any, mesh: Any, settings: dict[str, Any]):
         from vdiff.data.single_video import load_frames
@@ -173,6 +177,11 @@ class SinFusionNextFrameEvaluator:
             if n > 1:
                 mean = jnp.mean(jnp.stack(preds), axis=0)
                 out[f"next_frame_psnr_mean{n}_k{k}"] = next_frame_psnr(
+                    mean, self.frames[targets], prev, data_range=2.0)["psnr"]
+            if self.s["posterior_mean"] and self.method.parameterization in ("x0", "v"):
+                mean = jax.jit(lambda p, r, c, k=k: apps.posterior_mean_frames(
+                    self.method, p, r, c.shape, cond=c, frame_diff=k))(params, rng_k, prev)
+                out[f"next_frame_psnr_posterior_mean_k{k}"] = next_frame_psnr(
                     mean, self.frames[targets], prev, data_range=2.0)["psnr"]
             out[f"copy_last_frame_psnr_k{k}"] = m["copy_last_frame_psnr"]
             out[f"next_frame_pairs_k{k}"] = float(len(targets))

@@ -48,6 +48,20 @@ def sample_frames(method: Any, params: Any, rng: Array, shape: tuple[int, ...], 
                                 clip_x0=True)
 
 
+def posterior_mean_frames(method: Any, params: Any, rng: Array, shape: tuple[int, ...], *,
+                          cond: Array | None = None,
+                          frame_diff: Array | int | None = None) -> Array:
+    """The model's E[x | cond] in one network call: x̂0 at the noisiest level λ(1), where
+    z₁ carries almost no information about x (α₁² = sigmoid(λ(1))), so the x0-prediction
+    — trained with squared error — is the posterior mean: the point estimate PSNR rewards,
+    which a mean of N samples only approximates. For x0 / v parameterizations; an ε-model's
+    x̂0 there divides by α₁ ≈ 0."""
+    fn = method.denoiser(params, cond=cond, frame_diff=frame_diff)
+    z = jax.random.normal(rng, tuple(shape))
+    logsnr = jnp.full((shape[0],), method.schedule(jnp.float32(1.0)), jnp.float32)
+    return jnp.clip(fn(z, logsnr), -1.0, 1.0)
+
+
 def t_from_logsnr(schedule: Any, logsnr: Array | float, *, iters: int = 40) -> Array:
     """t with λ(t) = logsnr, by bisection on [0, 1] (λ is non-increasing in t)."""
     target = jnp.asarray(logsnr, jnp.float32)
