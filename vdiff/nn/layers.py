@@ -71,7 +71,7 @@ class ResBlock(nn.Module):
 
     @nn.compact
     # `train` may be positional so that `nn.remat(ResBlock, static_argnums=(3,))` can mark it static.
-    def __call__(self, x: jnp.ndarray, emb: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, emb: jnp.ndarray, train: bool) -> jnp.ndarray:
         h = nn.swish(FrameGroupNorm(self.dtype)(x))
         h = SpatialConv(self.features, dtype=self.dtype)(h)
         h = FrameGroupNorm(self.dtype)(h)
