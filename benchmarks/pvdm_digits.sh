@@ -4,6 +4,11 @@
 # (two-clip) videos, and a 64-frame long video. Writes WORKDIR/pvdm_digits_result.json.
 #
 #   bash benchmarks/pvdm_digits.sh WORKDIR AE_SECONDS LDM_SECONDS [AE_FLAGS...] -- [LDM_FLAGS...]
+#
+# Stages resume from WORKDIR, so a budget can be spread over several calls: a stage given
+# 0 seconds is not trained again (the autoencoder's evaluation is skipped with it), and the
+# wall time of every call is summed in WORKDIR/{ae,ldm}_wall.txt. PVDM_TRAIN_ONLY=1 stops
+# after training (no evaluation, no long video).
 set -euo pipefail
 workdir=$1 ae_s=$2 ldm_s=$3
 shift 3
@@ -15,16 +20,22 @@ mkdir -p "$workdir"
 ae="$workdir/ae" ldm="$workdir/ldm"
 arg=${PVDM_CONFIG_ARG:-}  # e.g. 'runlocal' for a CPU smoke run of this script
 ae_cfg="configs/pvdm_ae_digits.py${arg:+:$arg}" ldm_cfg="configs/pvdm_ldm_digits.py:ae=$ae${arg:+,$arg}"
-run_for() {  # seconds, then python args; SIGTERM makes the trainer checkpoint and exit 0
-  local seconds=$1 start
-  shift
+run_for() {  # stage seconds, then python args; SIGTERM makes the trainer checkpoint and exit 0
+  local stage=$1 seconds=$2 start
+  shift 2
+  ((seconds > 0)) || return 0
   start=$(date +%s)
   timeout -s TERM "$seconds" python -m vdiff.main "$@" || [[ $? == 124 ]]
-  echo $(( $(date +%s) - start ))
+  echo $(( $(date +%s) - start )) >> "$workdir/${stage}_wall.txt"
 }
-ae_wall=$(run_for "$ae_s" --config="$ae_cfg" --workdir="$ae" "${ae_flags[@]}" | tail -1)
-python -m vdiff.main --config="$ae_cfg" --workdir="$ae" --mode=eval "${ae_flags[@]}"
-ldm_wall=$(run_for "$ldm_s" --config="$ldm_cfg" --workdir="$ldm" "${ldm_flags[@]}" | tail -1)
+total_wall() { awk '{s += $1} END {print s + 0}' "$workdir/$1_wall.txt" 2>/dev/null || echo 0; }
+run_for ae "$ae_s" --config="$ae_cfg" --workdir="$ae" "${ae_flags[@]}"
+if ((ae_s > 0)); then
+  python -m vdiff.main --config="$ae_cfg" --workdir="$ae" --mode=eval "${ae_flags[@]}"
+fi
+run_for ldm "$ldm_s" --config="$ldm_cfg" --workdir="$ldm" "${ldm_flags[@]}"
+[[ ${PVDM_TRAIN_ONLY:-} == 1 ]] && exit 0
+ae_wall=$(total_wall ae) ldm_wall=$(total_wall ldm)
 python -m vdiff.main --config="$ldm_cfg" --workdir="$ldm" --mode=eval "${ldm_flags[@]}"
 t0=$(date +%s)
 python -m vdiff.main --config="$ldm_cfg" --workdir="$ldm" --mode=sample --application=extend \

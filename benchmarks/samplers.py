@@ -85,14 +85,19 @@ def bench_peer(batch: int, timesteps: int = 1000) -> dict:
         diffusion.sample(batch_size=batch)
         torch.cuda.synchronize()
         run = time.perf_counter() - t0
-    return {"params_millions": params / 1e6, "nfe": timesteps,
-            "seconds_per_video": run / batch, "ms_per_nfe_per_batch": 1e3 * run / timesteps}
+    out = {"params_millions": params / 1e6, "nfe": timesteps,
+           "seconds_per_video": run / batch, "ms_per_nfe_per_batch": 1e3 * run / timesteps}
+    if timesteps != 1000:  # the peer's default sampler is 1000 steps of the same network call
+        out["seconds_per_video_1000_steps_extrapolated"] = run / batch * 1000 / timesteps
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--peer_timesteps", type=int, default=1000)
+    parser.add_argument("--peer_timesteps", type=int, default=1000,
+                        help="fewer steps time the peer faster; its 1000-step seconds are then "
+                             "extrapolated per network call (reported as such)")
     parser.add_argument("--samplers", default="",
                         help="NAME:STEPS,... (default: the five samplers above)")
     parser.add_argument("--no_peer", action="store_true", help="time our samplers only")
@@ -107,8 +112,10 @@ def main() -> None:
         try:
             peer = bench_peer(args.batch, args.peer_timesteps)
             result["peer_video_diffusion_pytorch_0.7.0"] = peer
-            result["speedup_vs_peer_seconds_per_video"] = {
-                k: peer["seconds_per_video"] / v["seconds_per_video"]
+            peer_1000 = peer.get("seconds_per_video_1000_steps_extrapolated",
+                                 peer["seconds_per_video"])
+            result["speedup_vs_peer_1000_step_seconds_per_video"] = {
+                k: peer_1000 / v["seconds_per_video"]
                 for k, v in result["ours"].items()}
             result["speedup_vs_peer_per_nfe"] = {
                 k: peer["ms_per_nfe_per_batch"] / v["ms_per_nfe_per_batch"]

@@ -2,7 +2,9 @@
 # SinFusion on one real video under a wall-clock budget: train the Predictor and the
 # Projector for a fixed number of seconds each (SIGTERM → the trainer checkpoints and
 # exits), then `--mode=eval`: next-frame PSNR on held-out frames vs copy-last-frame, and
-# NNFDIV / NNFDIST of generated videos. Writes WORKDIR/sinfusion_result.json.
+# NNFDIV / NNFDIST of generated videos. Writes WORKDIR/sinfusion_result.json. Training
+# resumes from WORKDIR, so a budget can be spread over calls; a role given 0 seconds is
+# not trained in this call. SINFUSION_TRAIN_ONLY=1 stops before the evaluation.
 #
 #   bash benchmarks/sinfusion_next_frame.sh VIDEO WORKDIR PRED_SECONDS PROJ_SECONDS [FLAGS...]
 set -euo pipefail
@@ -14,12 +16,14 @@ common=(--config.sinfusion.curriculum_stage_steps=2000 --config.train.log_every=
 for role in predictor projector; do
   seconds=$pred_s
   [[ $role == projector ]] && seconds=$proj_s
+  ((seconds > 0)) || continue
   start=$(date +%s)
   # timeout sends SIGTERM: the trainer saves a checkpoint and exits 0.
   timeout -s TERM "$seconds" python -m vdiff.main --config="${config},role=${role}" \
     --workdir="$workdir" "${common[@]}" || [[ $? == 124 ]]
   echo "{\"role\": \"$role\", \"seconds\": $(( $(date +%s) - start ))}" >> "$workdir/wall.jsonl"
 done
+[[ ${SINFUSION_TRAIN_ONLY:-} == 1 ]] && exit 0
 python -m vdiff.main --config="${config}" --workdir="$workdir" --mode=eval "${common[@]}"
 python - "$workdir" <<'EOF'
 import datetime, json, sys
