@@ -107,7 +107,7 @@ def bench(config, steps: int, warmup: int, timing_lock: str = "") -> dict:
     with jax.set_mesh(mesh), nn.logical_axis_rules(fns.rules):
         state = fns.abstract_state if steps == 0 else fns.init(jax.random.key(0))
         batch = fns.global_batch(random_batch(method, batch_size))
-        rng = jax.random.key(1)
+        rng = jax.random.key(1, impl=config.train.prng_impl)
         t0 = time.perf_counter()
         lowered = fns.step.lower(state, batch, rng)
         compiled = lowered.compile()
@@ -126,6 +126,7 @@ def bench(config, steps: int, warmup: int, timing_lock: str = "") -> dict:
         "dtype": config.model.dtype,
         "spatial_attention_impl": config.model.spatial_attention_impl,
         "remat": config.model.get("remat", "none"),
+        "prng_impl": config.train.prng_impl,
         "compile_s": compile_s,
         "xla_flops_per_step_per_device": flops,
         **memory_analysis(compiled),

@@ -151,3 +151,33 @@ def test_remat_policies_keep_parameters_loss_and_gradients():
                      grads, ref_grads)
     with pytest.raises(ValueError, match="remat"):
         UNet3D(**kw, remat="sometimes").init(rngs, z, logsnr, frame_is_image=is_image)
+
+
+@pytest.mark.parametrize("channels", [32, 48, 6])
+def test_frame_group_norm_matches_flax_group_norm_per_frame(channels):
+    """The channels-last two-stage GroupNorm equals flax's nn.GroupNorm applied frame by
+    frame (same parameter names, so old checkpoints load), with a non-zero mean and a
+    non-trivial scale/bias, in float32 and from bfloat16 input."""
+    import flax.linen as nn
+
+    from vdiff.nn.layers import FrameGroupNorm, num_groups_for
+
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    x = 3.0 + 2.0 * jax.random.normal(k1, (2, 3, 5, 7, channels))
+    ours = FrameGroupNorm()
+    params = ours.init(jax.random.key(1), x)
+    assert jax.tree.map(jnp.shape, params) == {
+        "params": {"GroupNorm_0": {"scale": (channels,), "bias": (channels,)}}}
+    params = {"params": {"GroupNorm_0": {
+        "scale": 1.0 + jax.random.normal(k2, (channels,)),
+        "bias": jax.random.normal(k3, (channels,))}}}
+    flax_norm = nn.GroupNorm(num_groups=num_groups_for(channels), dtype=jnp.float32)
+    ref = jax.vmap(lambda frame: flax_norm.apply(
+        {"params": params["params"]["GroupNorm_0"]}, frame), in_axes=1, out_axes=1)(x)
+    np.testing.assert_allclose(ours.apply(params, x), ref, rtol=1e-5, atol=1e-5)
+    xb = x.astype(jnp.bfloat16)
+    out_b = FrameGroupNorm(jnp.bfloat16).apply(params, xb)
+    ref_b = jax.vmap(lambda frame: flax_norm.apply(
+        {"params": params["params"]["GroupNorm_0"]}, frame), in_axes=1, out_axes=1)(xb)
+    assert out_b.dtype == jnp.bfloat16
+    np.testing.assert_allclose(out_b.astype(jnp.float32), ref_b, rtol=2e-2, atol=2e-2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import ml_collections
 
 from vdiff.errors import ConfigError
@@ -124,6 +125,10 @@ def vdm_defaults() -> ml_collections.ConfigDict:
         # Steps with a non-finite loss or gradient are skipped (the state is unchanged);
         # the run stops with NonFiniteLossError once more than this many were skipped.
         max_nonfinite_steps=0,
+        # PRNG behind dropout and noise draws: 'threefry2x32' (JAX's default; the same
+        # numbers on any mesh), or 'rbg' / 'unsafe_rbg' (XLA's RngBitGenerator: cheaper
+        # random bits on GPU/TPU, but the values depend on the backend and sharding).
+        prng_impl="threefry2x32",
     ))
 
     c.sample = ml_collections.ConfigDict(dict(
@@ -148,3 +153,14 @@ def vdm_defaults() -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1, 1)))  # (data, fsdp, tensor)
     c.sharding = ml_collections.ConfigDict(dict(logical_axis_rules=()))  # () = defaults
     return c
+
+
+PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+
+
+def root_key(config: ml_collections.ConfigDict) -> jax.Array:
+    """The run's root PRNG key: `config.seed` under `config.train.prng_impl`."""
+    impl = config.train.get("prng_impl", "threefry2x32")
+    if impl not in PRNG_IMPLS:
+        raise ConfigError(f"train.prng_impl={impl!r}; choose one of {PRNG_IMPLS}")
+    return jax.random.key(config.seed, impl=impl)

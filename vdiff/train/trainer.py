@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from vdiff import config_lib
 from vdiff.data import pipeline, video_io
 from vdiff.eval import evaluators as evaluators_lib
 from vdiff.eval import run_eval
@@ -140,7 +141,7 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
                         max_to_keep=config.train.keep_checkpoints,
                         save_every=config.train.checkpoint_every,
                         async_save=config.train.async_checkpoints)
-    rng_init, rng_train, rng_sample = jax.random.split(jax.random.key(config.seed), 3)
+    rng_init, rng_train, rng_sample = jax.random.split(config_lib.root_key(config), 3)
 
     latest = ckpt.latest_step()
     if latest is not None:
