@@ -35,8 +35,8 @@ class ChannelsLastGroupNorm(nn.Module):
     with float32 stats (tested to match), but the reductions run over H and W with the
     channels kept as the contiguous minor axis; only the tiny [..., C] sums are then folded
     into groups. flax reshapes to [..., H, W, G, C/G] and reduces the non-contiguous axes
-    (H, W, C/G) at once. Normalisation, scale and bias collapse into one per-channel affine
-    a·x + b, so XLA fuses it with the following cast / FiLM / SiLU.
+    (H, W, C/G) at once. Normalisation, scale and bias are one elementwise expression that
+    XLA fuses with the following cast / FiLM / SiLU.
     """
 
     num_groups: int
@@ -57,9 +57,10 @@ class ChannelsLastGroupNorm(nn.Module):
         mean_sq = group_sum(jnp.sum(xf * xf, axis=spatial)) / count
         var = jnp.maximum(mean_sq - mean * mean, 0.0)  # one-pass variance, as flax's default
         inv = jnp.repeat(jax.lax.rsqrt(var + self.epsilon), c // g, axis=-1)  # [..., C]
-        a = inv * scale
-        b = bias - jnp.repeat(mean, c // g, axis=-1) * a
-        return xf * a[..., None, None, :] + b[..., None, None, :]
+        mean = jnp.repeat(mean, c // g, axis=-1)
+        # (x − mean)·a + bias, not x·a + (bias − mean·a): the same single fused pass, but no
+        # cancellation between two large terms when |mean| ≫ std.
+        return (xf - mean[..., None, None, :]) * (inv * scale)[..., None, None, :] + bias
 
 
 class FrameGroupNorm(nn.Module):
