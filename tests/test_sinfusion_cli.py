@@ -112,3 +112,41 @@ def test_single_image_model_any_size_and_editing(tmp_path):
     edits = _samples(tmp_path / "edit")
     assert edits.shape == (2, 2, 24, 30, 3)  # (input, edit) pairs
     np.testing.assert_allclose(edits[:, 0], np.broadcast_to(sketch, edits[:, 0].shape), atol=1)
+
+
+def _panning_video(directory, height=16, width=24, frames=48):
+    """A smooth random texture panned 1 px per frame: the next frame is predictable from
+    one frame (unlike a speaker, whose next move is not), so a working Predictor must beat
+    copying the last frame by a wide margin."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    coarse = rng.uniform(0, 255, (height // 4 + 2, (width + frames) // 4 + 2, 3)).astype(np.uint8)
+    strip = np.asarray(Image.fromarray(coarse).resize(((width + frames) // 4 * 4 + 8, height + 8),
+                                                      Image.BICUBIC))
+    os.makedirs(directory)
+    for t in range(frames):
+        Image.fromarray(strip[4:4 + height, t:t + width]).save(
+            os.path.join(directory, f"{t:04d}.png"))
+    return directory
+
+
+def test_predictor_beats_copy_last_frame_on_a_predictable_video(tmp_path):
+    """Trained on 40 frames of a panning video (residual x0 Predictor, k = ±1), the model's
+    posterior mean on the 8 held-out frames is several dB closer to the true next frame
+    than the last frame is (measured: 26.9 vs 19.6 dB after 400 steps)."""
+    video = _panning_video(str(tmp_path / "pan"))
+    workdir = tmp_path / "run"
+    _main(VIDEO_CONFIG, workdir, "--config.data.resolution=16", "--config.data.num_frames=40",
+          "--config.data.max_frames=40",
+          "--config.diffusion.parameterization=x0", "--config.sinfusion.residual=True",
+          "--config.train.num_steps=400", "--config.sinfusion.role_steps.predictor=400",
+          "--config.train.lr_schedule=constant", "--config.sinfusion.curriculum_stage_steps=1000000",
+          "--config.train.checkpoint_every=400", "--config.evals.sinfusion_next_frame.strides=1,",
+          arg=f"runlocal=True,frames=40,role=predictor,video={video}")
+    with open(workdir / "predictor" / "eval.jsonl") as f:
+        result = json.loads(f.readlines()[-1])
+    assert result["step"] == 400 and result["next_frame_in_sample"] == 0
+    assert result["next_frame_pairs_k1"] == 8
+    assert result["next_frame_psnr_posterior_mean_k1"] > result["copy_last_frame_psnr_k1"] + 4.0
+    assert result["next_frame_psnr_k1"] > result["copy_last_frame_psnr_k1"] + 4.0
