@@ -59,29 +59,32 @@ def test_sharded_matches_single_device(setup, mesh_shape):
     else:  # pure data parallel replicates them
         assert all(x.sharding.is_fully_replicated for x in params)
 
+
 @pytest.mark.parametrize("impl", ["rbg", "unsafe_rbg"])
 def test_rbg_prng_trains_on_a_sharded_mesh(setup, impl):
-    """RngBitGenerator keys (`train.prng_impl`) drive the sharded train step: finite losses,
-    numbers different from threefry's; an unknown name is a ConfigError."""
+    """`train.prng_impl` selects the root key's PRNG (threefry by default); RngBitGenerator
+    keys drive the sharded train step with finite losses and numbers different from
+    threefry's; an unknown name is a ConfigError."""
     from vdiff import config_lib
 
     config, method, batch, _, ref_losses = setup
-    key = config_lib.root_key(config)  # threefry by default
-    assert str(jax.random.key_impl(key)) == "threefry2x32"
+    assert str(jax.random.key_impl(config_lib.root_key(config))) == "threefry2x32"
+    rbg_config = config.copy_and_resolve_references()
+    rbg_config.train.prng_impl = impl
+    root = config_lib.root_key(rbg_config)
+    assert str(jax.random.key_impl(root)) == impl
     mesh = sharding.make_mesh((8, 1, 1))
     fns = build_train_fns(config, method, mesh)
     with jax.set_mesh(mesh), nn.logical_axis_rules(fns.rules):
         state = fns.init(jax.random.key(0))
         losses = []
         for i in range(3):
-            rng = jax.random.fold_in(jax.random.key(1, impl=impl), i)
-            state, metrics = fns.step(state, fns.global_batch(batch), rng)
+            state, metrics = fns.step(state, fns.global_batch(batch), jax.random.fold_in(root, i))
             losses.append(float(metrics["loss"]))
     assert np.all(np.isfinite(losses)) and losses[0] != ref_losses[0]
-    bad = config.copy_and_resolve_references()
-    bad.train.prng_impl = "philox"
+    rbg_config.train.prng_impl = "philox"
     with pytest.raises(ConfigError, match="prng_impl"):
-        config_lib.root_key(bad)
+        config_lib.root_key(rbg_config)
 
 
 def test_batch_must_divide_data_parallel_size(tmp_path):
