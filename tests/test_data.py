@@ -141,3 +141,24 @@ def test_bad_data_config(data_config, key, value, match):
     bad[key] = value
     with pytest.raises(ConfigError, match=match):
         pipeline.make_iterator(bad, split="train", seed=0, global_batch_size=8)
+
+
+def test_two_jobs_building_the_same_dataset_at_once_both_succeed(tmp_path):
+    """Two independent runs started together on an unprepared data dir: one builds under
+    the lock, the other waits and reads the finished dataset (before the lock, the second
+    rename of the finished dataset raised FileExistsError)."""
+    import subprocess
+
+    from tests.helpers import REPO
+
+    script = ("import sys; from tests.helpers import load_config; from vdiff.data import "
+              "pipeline; c = load_config('vdm_digits', 'runlocal'); "
+              "c.data.data_dir = sys.argv[1]; "
+              "print(len(pipeline.get_data_source(c.data, split='train')))")
+    jobs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    results = [job.communicate(timeout=300) for job in jobs]
+    for job, (out, err) in zip(jobs, results):
+        assert job.returncode == 0, err[-2000:]
+        assert int(out.split()[-1]) > 0

@@ -261,6 +261,34 @@ def test_ae_one_loss_routes_each_objective_to_its_parameters(ae):
     assert np.isfinite(float(metrics_off["d_loss"]))  # still reported
 
 
+def test_latent_noise_decodes_perturbed_planes_in_training_only(ae):
+    """pvdm.latent_noise = σ: the training loss decodes z + σ·ε (ε from the loss's own key),
+    the evaluation loss (train=False) and σ = 0 decode z itself."""
+    c = copy.deepcopy(ae.config)
+    c.pvdm.update(dict(latent_noise=0.3, gan_start_step=-1))
+    m = PVDMAutoencoderStage(c)
+    params = {"autoencoder": ae.params["autoencoder"]}
+    rng = jax.random.key(5)
+    loss = jax.jit(lambda p, b, train: m.loss(p, b, rng, train=train), static_argnums=2)
+    noisy, _ = loss(params, ae.batch, True)
+    clean, clean_metrics = loss(params, ae.batch, False)
+
+    rng_rec, rng_noise = jax.random.split(rng)
+    planes = m.encode(params, ae.x)
+    keys = jax.random.split(rng_noise, len(planes))
+    perturbed = triplane.Triplane(*(z + 0.3 * jax.random.normal(k, z.shape, z.dtype)
+                                    for z, k in zip(planes, keys)))
+    want_noisy = m.reconstruction_loss(ae.x, m.decode(params, perturbed), rng_rec)[0]
+    want_clean = m.reconstruction_loss(ae.x, m.decode(params, planes), rng_rec)[0]
+    np.testing.assert_allclose(float(noisy), float(want_noisy), rtol=1e-5)
+    np.testing.assert_allclose(float(clean), float(want_clean), rtol=1e-5)
+    assert abs(float(noisy) - float(clean)) > 1e-3 * float(clean)  # the noise is visible
+    c.pvdm.latent_noise = 0.0  # off: training decodes z exactly
+    off = PVDMAutoencoderStage(c).loss(params, ae.batch, rng, train=True)[0]
+    np.testing.assert_allclose(float(off), float(clean), rtol=1e-5)
+    assert float(clean_metrics["latent_abs_mean"]) < 1.0  # measured on z, before the noise
+
+
 def test_adaptive_weight_is_the_bounded_gradient_ratio(ae):
     p, x, recon = ae.params, ae.x, ae.recon
     rng, step = jax.random.key(5), jnp.int32(STEP_ON)

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from vdiff.errors import ConfigError
 from vdiff.methods import sinfusion as sf
 from vdiff.methods import sinfusion_apps as apps
 from vdiff.models.nextnet import NextNet, receptive_field
@@ -339,3 +340,42 @@ def test_next_frame_evaluator_posterior_mean_of_a_fresh_residual_predictor_is_th
     assert out["next_frame_in_sample"] == 0.0 and out["next_frame_pairs_k1"] == 4
     np.testing.assert_allclose(out["next_frame_psnr_posterior_mean_k1"],
                                out["copy_last_frame_psnr_k1"], rtol=1e-4)
+
+
+def test_next_frame_evaluator_validation_split_and_posterior_mean_only():
+    """validation_frames = V: the first V held-out frames are scored under `val_` keys and
+    the rest under the plain keys (the two sets of targets are disjoint); num_samples = 0
+    reports the posterior mean without sampling."""
+    import importlib.util
+    import os
+
+    from vdiff.eval.evaluators import SinFusionNextFrameEvaluator
+
+    path = os.path.join(os.path.dirname(__file__), "..", "configs", "sinfusion_video.py")
+    spec = importlib.util.spec_from_file_location("cfg", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("runlocal")  # 8 training frames of 120
+    config.diffusion.parameterization, config.sinfusion.residual = "x0", True
+    m = sf.make_sinfusion(sf.role_config(config, "predictor"))
+    params = strip_boxes(m.init(jax.random.key(0), m.example_batch(1)))
+    settings = {**SinFusionNextFrameEvaluator.DEFAULTS, "strides": (1, 2), "max_pairs": 200,
+                "num_samples": 0, "validation_frames": 4}
+    ev = SinFusionNextFrameEvaluator(config, m, None, settings)
+    val, _ = ev.pairs(2, "val")
+    test, _ = ev.pairs(2, "test")
+    np.testing.assert_array_equal(val, [8, 9, 10, 11])
+    np.testing.assert_array_equal(test, np.arange(12, 120))
+    out = ev(params, jax.random.key(1))
+    assert not any(k.startswith(("next_frame_psnr_k", "val_next_frame_psnr_k")) for k in out)
+    assert out["val_next_frame_pairs_k2"] == 4 and out["next_frame_pairs_k2"] == 108
+    frames = ev.frames
+    copy_val = np.mean([10 * np.log10(4 / np.mean((frames[j] - frames[j - 1]) ** 2))
+                        for j in range(8, 12)])
+    np.testing.assert_allclose(out["val_copy_last_frame_psnr_k1"], copy_val, rtol=1e-4)
+    # a fresh residual Predictor predicts the copy on both splits
+    for prefix in ("val_", ""):
+        np.testing.assert_allclose(out[f"{prefix}next_frame_psnr_posterior_mean_k1"],
+                                   out[f"{prefix}copy_last_frame_psnr_k1"], rtol=1e-4)
+    with pytest.raises(ConfigError, match="leaves no test frames"):
+        SinFusionNextFrameEvaluator(config, m, None, {**settings, "validation_frames": 112})

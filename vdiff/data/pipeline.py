@@ -68,7 +68,7 @@ def _moving_digits_builder(data_config: Any):
                 f"moving_digits/{builder.builder_config.name} is not prepared in {data_dir}. "
                 f"Run `python -m vdiff.data.prepare digits --data_dir={data_dir}` or set "
                 f"--config.data.build_if_missing=true (about a minute, no download).")
-        _build_once(builder, data_dir, lambda: builder.download_and_prepare())
+        builder = _build_once(builder, data_dir, lambda: builder.download_and_prepare())
     return builder
 
 
@@ -91,7 +91,7 @@ def _ucf101_builder(data_config: Any):
                           f"{known}: use resolution 64/128/256 and split 1/2/3, or set "
                           f"data.builder_config to a larger prepared resolution")
     builder = ucf101.UCF101(config=name, data_dir=data_dir, file_format="array_record")
-    _prepare_video_builder(builder, data_config, data_dir, cli=(
+    builder = _prepare_video_builder(builder, data_config, data_dir, cli=(
         f"python -m vdiff.data.prepare ucf101 --manual_dir=/path/to/UCF101 "
         f"--data_dir={data_dir} --resolution={builder.builder_config.resolution} "
         f"--split={builder.builder_config.split_number}"), what=f"UCF-101 ({name})")
@@ -112,7 +112,7 @@ def _video_folder_builder(data_config: Any):
     builder = video_folder.VideoFolder(config=config, data_dir=data_dir,
                                        file_format="array_record")
     flag = " --labels_from_subfolders" if data_config.labels_from_subfolders else ""
-    _prepare_video_builder(builder, data_config, data_dir, cli=(
+    builder = _prepare_video_builder(builder, data_config, data_dir, cli=(
         f"python -m vdiff.data.prepare folder --manual_dir=/path/to/videos --name={name} "
         f"--data_dir={data_dir} --resolution={data_config.resolution}{flag}"),
         what=f"video folder dataset {config.name}")
@@ -120,8 +120,9 @@ def _video_folder_builder(data_config: Any):
 
 
 def _prepare_video_builder(builder, data_config: Any, data_dir: str, *, cli: str, what: str):
+    """The builder, prepared (from `data_config.source_dir` if missing and allowed)."""
     if builder.is_prepared():
-        return
+        return builder
     if not (data_config.build_if_missing and data_config.source_dir):
         raise DatasetNotFoundError(
             f"{what} is not prepared in {data_dir}. Prepare it once with\n  {cli}\nor set "
@@ -130,24 +131,39 @@ def _prepare_video_builder(builder, data_config: Any, data_dir: str, *, cli: str
 
     source = os.path.abspath(os.path.expanduser(data_config.source_dir))
     options = PrepareOptions(min_frames=max(data_config.min_frames, data_config.num_frames))
-    _build_once(builder, data_dir, lambda: logging.info(
+    return _build_once(builder, data_dir, lambda: logging.info(
         "prepared %s: %s", what, json.dumps(prepare(builder, source, options=options))))
 
 
-def _build_once(builder, data_dir: str, build: Callable[[], None]) -> None:
-    """Process 0 builds; other processes (sharing the data dir) wait for it to finish."""
+def _build_once(builder, data_dir: str, build: Callable[[], None]):
+    """Process 0 builds; other processes (sharing the data dir) wait for it to finish.
+    Returns a builder constructed after the build, which reads the finished dataset."""
     import jax
 
+    def reopened():
+        return type(builder)(config=builder.builder_config, data_dir=data_dir,
+                             file_format="array_record")
+
     if jax.process_index() == 0:
-        logging.info("preparing %s in %s (first use)", builder.name, data_dir)
-        build()
-        return
+        # Separate jobs sharing one data dir (e.g. two runs started together) would both
+        # build and the second rename of the finished dataset fails: one builds under an
+        # exclusive file lock, the others wait on the lock and then find it prepared.
+        import fcntl
+
+        os.makedirs(data_dir, exist_ok=True)
+        lock_path = os.path.join(data_dir, f".{builder.name}.build.lock")
+        with open(lock_path, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not reopened().is_prepared():
+                logging.info("preparing %s in %s (first use)", builder.name, data_dir)
+                build()
+        return reopened()
     logging.info("process %d waiting for process 0 to prepare %s", jax.process_index(),
                  builder.name)
     while not builder.is_prepared():
         time.sleep(10)
-        builder = type(builder)(config=builder.builder_config, data_dir=data_dir,
-                                file_format="array_record")
+        builder = reopened()
+    return builder
 
 
 def _single_video_source(data_config: Any):

@@ -130,11 +130,17 @@ class SinFusionNextFrameEvaluator:
     a Monte-Carlo estimate of the posterior mean; the single-sample score stays reported.
     With `posterior_mean` (default) and an x0- or v-parameterized Predictor it also reports
     `next_frame_psnr_posterior_mean_k*`: the model's own posterior mean in one network call
-    (`sinfusion_apps.posterior_mean_frames`).
+    (`sinfusion_apps.posterior_mean_frames`). `num_samples` = 0 skips sampling (posterior
+    mean only: one network call per frame, cheap enough for `train.eval_every`).
+
+    `validation_frames` = V > 0 splits the held-out frames: targets among the first V after
+    the training frames are the validation set, reported with a `val_` prefix, and the rest
+    the test set (the unprefixed keys). Choosing a checkpoint by its validation score
+    (early stopping) then leaves the test score unbiased.
     """
 
     DEFAULTS = dict(strides=(1, 2, 3), max_pairs=16, eta=0.0, seed=0, num_samples=1,
-                    posterior_mean=True)
+                    posterior_mean=True, validation_frames=0)
 
     def __init__(self, config: Any, method: Any, mesh: Any, settings: dict[str, Any]):
         from vdiff.data.single_video import load_frames
@@ -145,47 +151,77 @@ class SinFusionNextFrameEvaluator:
         frames = load_frames(d.source_dir, resolution=d.resolution, channels=d.channels)
         self.frames = frames.astype(np.float32) / 127.5 - 1.0
         self.num_train = int(d.num_frames) if d.max_frames else len(frames)
+        self.num_val = int(settings["validation_frames"])
+        self._jit_cache: dict[tuple[str, int], Any] = {}
+        if self.num_val and self.num_train + self.num_val >= len(frames):
+            raise ConfigError(
+                f"config.evals.sinfusion_next_frame.validation_frames={self.num_val} leaves no "
+                f"test frames: the video has {len(frames)} frames and {self.num_train} train")
         bad = [k for k in settings["strides"] if not 1 <= k <= method.max_k]
         if bad:
             raise ConfigError(f"config.evals.sinfusion_next_frame.strides {bad} outside "
                               f"[1, sinfusion.max_k={method.max_k}]")
 
-    def pairs(self, k: int) -> tuple[np.ndarray, bool]:
-        """Target frame indices j (evenly spread, ≤ max_pairs) and whether they are in-sample."""
+    def pairs(self, k: int, split: str = "test") -> tuple[np.ndarray, bool]:
+        """Target frame indices j of `split` ('test' | 'val'; evenly spread, ≤ max_pairs)
+        and whether they are in-sample."""
         held_out = np.arange(max(self.num_train, k), len(self.frames))
         in_sample = len(held_out) == 0
         targets = np.arange(k, len(self.frames)) if in_sample else held_out
+        if not in_sample:
+            first_test = self.num_train + self.num_val
+            targets = targets[targets < first_test] if split == "val" else (
+                targets[targets >= first_test])
         if len(targets) > self.s["max_pairs"]:
             targets = targets[np.linspace(0, len(targets) - 1, self.s["max_pairs"]).astype(int)]
         return targets, in_sample
 
     def __call__(self, params: Any, rng: jax.Array) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for split in ("val", "test") if self.num_val else ("test",):
+            prefix = "val_" if split == "val" else ""
+            for k in self.s["strides"]:
+                targets, in_sample = self.pairs(int(k), split)
+                out.update({prefix + key: v for key, v in
+                            self._score(params, rng, int(k), targets).items()})
+                out["next_frame_in_sample"] = float(in_sample)
+        return out
+
+    def _jitted(self, kind: str, k: int, fn: Any) -> Any:
+        """One jitted function per (kind, k), kept across calls: the trainer evaluates every
+        `eval_every` steps, and a fresh jax.jit each time would recompile each time."""
+        key = (kind, k)
+        if key not in self._jit_cache:
+            self._jit_cache[key] = jax.jit(fn)
+        return self._jit_cache[key]
+
+    def _score(self, params: Any, rng: jax.Array, k: int, targets: np.ndarray
+               ) -> dict[str, float]:
         from vdiff.eval.nnf import next_frame_psnr
         from vdiff.methods import sinfusion_apps as apps
 
-        out: dict[str, float] = {}
-        for k in self.s["strides"]:
-            targets, in_sample = self.pairs(int(k))
-            prev = jnp.asarray(self.frames[targets - k])
-            n = max(int(self.s["num_samples"]), 1)
-            sample = jax.jit(lambda p, r, c, k=k: apps.sample_frames(
+        prev = jnp.asarray(self.frames[targets - k])
+        real = self.frames[targets]
+        out = {f"copy_last_frame_psnr_k{k}": next_frame_psnr(
+                   prev, real, prev, data_range=2.0)["copy_last_frame_psnr"],
+               f"next_frame_pairs_k{k}": float(len(targets))}
+        rng_k = jax.random.fold_in(rng, k)
+        n = int(self.s["num_samples"])
+        if n:
+            sample = self._jitted("sample", k, lambda p, r, c: apps.sample_frames(
                 self.method, p, r, c.shape, cond=c, frame_diff=k, eta=self.s["eta"]))
-            rng_k = jax.random.fold_in(rng, int(k))
             preds = [sample(params, jax.random.fold_in(rng_k, i), prev) for i in range(n)]
-            m = next_frame_psnr(preds[0], self.frames[targets], prev, data_range=2.0)
-            out[f"next_frame_psnr_k{k}"] = m["psnr"]
+            out[f"next_frame_psnr_k{k}"] = next_frame_psnr(preds[0], real, prev,
+                                                           data_range=2.0)["psnr"]
             if n > 1:
                 mean = jnp.mean(jnp.stack(preds), axis=0)
                 out[f"next_frame_psnr_mean{n}_k{k}"] = next_frame_psnr(
-                    mean, self.frames[targets], prev, data_range=2.0)["psnr"]
-            if self.s["posterior_mean"] and self.method.parameterization in ("x0", "v"):
-                mean = jax.jit(lambda p, r, c, k=k: apps.posterior_mean_frames(
-                    self.method, p, r, c.shape, cond=c, frame_diff=k))(params, rng_k, prev)
-                out[f"next_frame_psnr_posterior_mean_k{k}"] = next_frame_psnr(
-                    mean, self.frames[targets], prev, data_range=2.0)["psnr"]
-            out[f"copy_last_frame_psnr_k{k}"] = m["copy_last_frame_psnr"]
-            out[f"next_frame_pairs_k{k}"] = float(len(targets))
-            out["next_frame_in_sample"] = float(in_sample)
+                    mean, real, prev, data_range=2.0)["psnr"]
+        if self.s["posterior_mean"] and self.method.parameterization in ("x0", "v"):
+            mean = self._jitted("posterior_mean", k, lambda p, r, c: apps.posterior_mean_frames(
+                self.method, p, r, c.shape, cond=c, frame_diff=k))(params, rng_k, prev)
+            out[f"next_frame_psnr_posterior_mean_k{k}"] = next_frame_psnr(
+                mean, real, prev, data_range=2.0)["psnr"]
         return out
 
 

@@ -85,6 +85,10 @@ def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
       clip scored by LPIPS each step, 0 = all), gan_start_step (−1: no adversarial stage),
       gan_weight, gan_weight_mode ('adaptive' | 'scheduled'), gan_ramp_steps,
       adaptive_max_weight, disc_channels, disc_layers, disc_lr, disc_b1, disc_b2
+      latent_noise          σ: training decodes z + σ·N(0, I) instead of z (0: off). The
+                            decoder learns to tolerate latent errors of that size (a latent
+                            model's samples are never exact), and since z is tanh-bounded
+                            the encoder can only beat the noise with well-separated codes
     pvdm (latent diffusion):
       autoencoder_workdir   the trained pvdm_ae run (its config.json and latest checkpoint)
       clip_frames           S, frames per clip (= the autoencoder's data.num_frames)
@@ -118,7 +122,7 @@ def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
         l1_weight=1.0, lpips_weight=1.0, lpips_net="alexnet", lpips_frames=4,
         gan_start_step=-1, gan_weight=0.1, gan_weight_mode="adaptive", gan_ramp_steps=2000,
         adaptive_max_weight=1.0, disc_channels=64, disc_layers=3, disc_lr=1e-4,
-        disc_b1=0.5, disc_b2=0.9,
+        disc_b1=0.5, disc_b2=0.9, latent_noise=0.0,
         autoencoder_workdir="", clip_frames=16, cond_prob=0.5, sample_num_frames=0,
         sampler="ddim"))
     c.train = base.train
@@ -281,15 +285,22 @@ class PVDMAutoencoderStage:
     def loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array, *,
              train: bool = True, step: jax.Array | None = None
              ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        del train
         with jax.named_scope("pvdm_ae_loss"):
             x = to_unit_range(batch["video"])
-            recon, planes = self.model.apply({"params": params["autoencoder"]}, x)
-            rng_lpips, _ = jax.random.split(rng)
+            rng_lpips, rng_noise = jax.random.split(rng)
+            planes = self.encode(params, x)
+            latent_abs_mean = jnp.mean(jnp.stack([jnp.mean(jnp.abs(z)) for z in planes]))
+            sigma = float(self.config.pvdm.latent_noise)
+            if sigma and train:
+                noise = jax.random.split(rng_noise, len(planes))
+                planes = triplane.Triplane(*(
+                    z + sigma * jax.random.normal(r, z.shape, z.dtype)
+                    for z, r in zip(planes, noise)))
+            recon = self.decode(params, planes)
             total, metrics = self.reconstruction_loss(x, recon, rng_lpips)
             metrics["psnr"] = jnp.mean(
                 10 * jnp.log10(4.0 / jnp.maximum(jnp.mean((x - recon) ** 2, (1, 2, 3, 4)), 1e-10)))
-            metrics["latent_abs_mean"] = jnp.mean(jnp.stack([jnp.mean(jnp.abs(z)) for z in planes]))
+            metrics["latent_abs_mean"] = latent_abs_mean
             if self.gan:
                 step = jnp.asarray(jnp.iinfo(jnp.int32).max if step is None else step)
                 on = (step >= int(self.config.pvdm.gan_start_step)).astype(jnp.float32)
