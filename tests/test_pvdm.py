@@ -168,6 +168,8 @@ def cli(tmp_path_factory):
         return out
 
     runs.ae = chain.pool.submit(train, AE_CONFIG, ae, runs.ae_checkpoint, "runlocal")
+    # the latent run trains from cached latents, the config's default (the in-process
+    # tests cover the encoder path)
     runs.ldm = chain.pool.submit(train, LDM_CONFIG, ldm, runs.ldm_checkpoint,
                                  f"runlocal,ae={ae}", after=runs.ae_checkpoint)
     runs.sample = chain.pool.submit(sample_long)  # on the first worker free
@@ -361,7 +363,8 @@ def _ldm_config(ae_workdir, cond_prob, *, small=False):
     """The runlocal latent config; `small`: one UNet level (half the compile time), for
     in-process tests where the UNet's depth does not matter."""
     c = load_config("pvdm_ldm_digits", f"runlocal,ae={ae_workdir}")
-    c.pvdm.cond_prob = cond_prob
+    assert c.pvdm.cache_latents  # the config's default; these tests encode video batches
+    c.pvdm.cond_prob, c.pvdm.cache_latents = cond_prob, False
     if cond_prob == 0:
         c.data.num_frames = c.pvdm.clip_frames
     if small:
@@ -416,6 +419,45 @@ def test_latent_tokens_layout_and_round_trip(ldm):
         np.testing.assert_array_equal(getattr(back, name), getattr(planes, name))
     noise = jax.random.normal(jax.random.key(2), tokens.shape)
     np.testing.assert_array_equal(triplane.to_tokens(m.planes(noise)), noise)
+
+
+def test_cached_latents_match_the_encoder_path(ldm, ae_workdir):
+    """pvdm.cache_latents: the cache holds the encoder's latents of the training clips (in
+    the pipeline's order), a batch of cached latents gives the same loss as the batch of
+    videos they came from, and the iterator draws [B, 2, L, C] batches."""
+    from vdiff.data import pipeline
+
+    c = _ldm_config(ae_workdir, 1.0, small=True)
+    c.pvdm.cache_latents = True
+    m = PVDMLatentStage(c, autoencoder=(ldm.cond.ae_config, ldm.cond.ae_params))
+    latents = m.training_latents(batch_size=16)
+    n = len(pipeline.get_data_source(c.data, split="train"))
+    assert latents.shape == (n, 2, m.num_tokens, m.latent_channels)
+    clips = pipeline.take_clips(c.data, B, split="train", seed=0, random_flip=False,
+                                temporal_crop="first")
+    s = m.clip_frames
+    encode = jax.jit(lambda p, v: m.encode(p, to_unit_range(v)))
+    for j in range(2):
+        np.testing.assert_allclose(latents[:B, j], encode(ldm.cond_params,
+                                                          clips[:, j * s:(j + 1) * s]),
+                                   atol=1e-5)
+    rng = jax.random.key(7)
+    loss_v, _ = jax.jit(lambda p, b: ldm.cond.loss(p, b, rng))(ldm.cond_live, {"video": clips})
+    loss_c, _ = jax.jit(lambda p, b: m.loss(p, b, rng))(ldm.cond_live,
+                                                        {"latents": latents[:B]})
+    np.testing.assert_allclose(float(loss_c), float(loss_v), rtol=1e-5)
+
+    assert ldm.cond.make_iterator(4, 0) is None  # cache off: the shared pipeline
+    it = m.make_iterator(4, 0)
+    batch = next(it)
+    assert batch["latents"].shape == (4, 2, m.num_tokens, m.latent_channels)
+    assert it.get_state() == {"index": 1}
+    assert m.example_batch(3)["latents"].shape == (3, 2, m.num_tokens, m.latent_channels)
+
+    c.data.random_flip = True
+    with pytest.raises(ConfigError, match="cache_latents needs every training example"):
+        PVDMLatentStage(c, autoencoder=(ldm.cond.ae_config, ldm.cond.ae_params)
+                        ).training_latents()
 
 
 def test_conditional_loss_sees_the_first_clip_and_the_switch_drops_it(ldm):

@@ -2,9 +2,9 @@
 
 The shared grain pipeline (`vdiff.data.pipeline`) serves clip datasets; DreamPose trains
 on (subject image, pose window, target frame) triples and on a handful of subject photos,
-small enough to hold in memory. `DreamPoseIterator` yields host-local numpy batches
-(float32 in [−1, 1]) from a stateless, seeded sampler, so its position is just the batch
-index (checkpointable as JSON like grain's iterators).
+small enough to hold in memory. The samplers below draw one example (float32 in [−1, 1]);
+`vdiff.data.sampled_batches.SampledBatches` stacks them into host-local batches whose
+position is just the batch index (checkpointable as JSON like grain's iterators).
 
 Sources (`data.name`):
   'synthetic_people'  `synthetic_people.make_triples(num_subjects + 1, …)`: subjects
@@ -97,28 +97,6 @@ def random_crop_resize(rng: np.random.Generator, images: list[np.ndarray], min_f
         bot = crop[r1][:, c0] * (1 - fc) + crop[r1][:, c1] * fc
         out.append((top * (1 - fr) + bot * fr).astype(np.float32))
     return out
-
-
-class DreamPoseIterator:
-    """Infinite iterator of numpy batches; batch k is a pure function of (seed, k)."""
-
-    def __init__(self, sample_fn, batch_size: int, seed: int):
-        self.sample_fn, self.batch_size, self.seed, self.index = sample_fn, batch_size, seed, 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.index])
-        self.index += 1
-        rows = [self.sample_fn(rng) for _ in range(self.batch_size)]
-        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-
-    def get_state(self) -> dict[str, int]:
-        return {"index": self.index}
-
-    def set_state(self, state: dict[str, int]) -> None:
-        self.index = int(state["index"])
 
 
 # ------------------------------------------------------------------------ stage samplers

@@ -44,6 +44,7 @@ import optax
 from vdiff import config_lib
 from vdiff.data import dreampose_data
 from vdiff.data import pose as pose_lib
+from vdiff.data.sampled_batches import SampledBatches
 from vdiff.diffusion import samplers, targets
 from vdiff.errors import ConfigError
 from vdiff.models import dreampose as dp
@@ -200,7 +201,7 @@ class DreamPose:
     def make_iterator(self, batch_size: int, seed: int):
         sample = (dreampose_data.dataset_sampler if self.stage == "dataset"
                   else dreampose_data.subject_sampler)(self.config.data)
-        return dreampose_data.DreamPoseIterator(sample, batch_size, seed)
+        return SampledBatches(sample, batch_size, seed)
 
     def init(self, rng: jax.Array, batch: dict[str, Any]) -> Any:
         del batch
@@ -295,7 +296,7 @@ class DreamPoseVAE:
     def make_iterator(self, batch_size: int, seed: int):
         sample = dreampose_data.vae_sampler(self.config.data,
                                             subject=self.stage == "vae_decoder")
-        return dreampose_data.DreamPoseIterator(sample, batch_size, seed)
+        return SampledBatches(sample, batch_size, seed)
 
     def init(self, rng: jax.Array, batch: dict[str, Any]) -> Any:
         del batch

@@ -43,6 +43,7 @@ the architecture, and its latest checkpoint for `init`), so that run must stay a
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from typing import Any
@@ -96,6 +97,11 @@ def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
                             data.num_frames must be 2S when λ > 0
       sample_num_frames     length of the trainer's periodic samples (0: data.num_frames)
       sampler               sampler of periodic samples and FVD ('ancestral', 'ddim', ...)
+      cache_latents         encode every training example once at the start and train from
+                            the cached latents (no encoder in the train step: at the digits
+                            setting the frozen encoder is 70 % of the step's FLOPs). Needs
+                            a dataset of fixed clips: stored length = data.num_frames, no
+                            flips (moving digits)
     """
     if stage not in STAGES:
         raise ConfigError(f"unknown PVDM stage {stage!r}; known: {STAGES}")
@@ -124,7 +130,7 @@ def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
         adaptive_max_weight=1.0, disc_channels=64, disc_layers=3, disc_lr=1e-4,
         disc_b1=0.5, disc_b2=0.9, latent_noise=0.0,
         autoencoder_workdir="", clip_frames=16, cond_prob=0.5, sample_num_frames=0,
-        sampler="ddim"))
+        sampler="ddim", cache_latents=False))
     c.train = base.train
     c.train.update(dict(batch_size=8, num_steps=100_000, lr=1e-4, warmup_steps=0, b1=0.9,
                         b2=0.999, weight_decay=0.0, ema_decay=0.0))
@@ -412,10 +418,60 @@ class PVDMLatentStage:
                           else load_autoencoder_params(self.ae_config, p.autoencoder_workdir))
 
     # -- shapes and pieces ---------------------------------------------------
+    @property
+    def clips_per_example(self) -> int:
+        return 2 if self.conditional else 1
+
     def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
+        if self.config.pvdm.get("cache_latents", False):
+            return {"latents": np.zeros((batch_size, self.clips_per_example, self.num_tokens,
+                                         self.latent_channels), np.float32)}
         r, t = self.resolution, int(self.config.data.num_frames)
         return {"video": np.zeros((batch_size, t, r, r, self.channels), np.uint8),
                 "label": np.zeros((batch_size,), np.int32)}
+
+    # -- cached latents ----------------------------------------------------------
+    def training_latents(self, batch_size: int = 256) -> np.ndarray:
+        """float32 [N, clips, L, C]: the frozen encoder's latents of every example of the
+        training split (clip 1 then clip 2 for a conditional model)."""
+        from vdiff.data import pipeline
+
+        d = self.config.data
+        first = pipeline.get_data_source(d, split="train")[0]
+        stored = len(first["video"]) if "video" in first else None
+        if stored != int(d.num_frames) or d.random_flip:
+            raise ConfigError(
+                "pvdm.cache_latents needs every training example to be one fixed clip: a "
+                f"dataset of stored clips of exactly data.num_frames={d.num_frames} frames "
+                f"(this one: {stored if stored is not None else 'variable-length videos'}) "
+                f"and data.random_flip=False (is {d.random_flip}); set "
+                "pvdm.cache_latents=False to encode each batch instead")
+        n = len(pipeline.get_data_source(d, split="train"))
+        clips = pipeline.take_clips(d, n, split="train", seed=0, random_flip=False,
+                                    temporal_crop="first")
+        s = self.clip_frames
+        encode = jax.jit(lambda p, v: self.encode(p, to_unit_range(v)))
+        params = {"autoencoder": self.ae_params}
+        out = []
+        for i in range(0, n, batch_size):
+            chunk = clips[i:i + batch_size]
+            per_clip = [encode(params, chunk[:, j * s:(j + 1) * s])
+                        for j in range(self.clips_per_example)]
+            out.append(np.stack([np.asarray(z) for z in per_clip], axis=1))
+        return np.concatenate(out)
+
+    def make_iterator(self, batch_size: int, seed: int):
+        """The trainer's data source with pvdm.cache_latents (None: the shared pipeline).
+        Examples are drawn uniformly with replacement from the cached latents."""
+        if not self.config.pvdm.get("cache_latents", False):
+            return None
+        from vdiff.data.sampled_batches import SampledBatches
+
+        latents = self.training_latents()
+        logging.info("pvdm: cached the latents of %d training examples (%.1f MB)",
+                     len(latents), latents.nbytes / 2**20)
+        return SampledBatches(lambda rng: {"latents": latents[rng.integers(len(latents))]},
+                              batch_size, seed)
 
     def optimizer(self, train_config: Any) -> tuple[optax.GradientTransformation, Any]:
         """The UNet trains with `train`'s optimizer; the autoencoder copy is frozen."""
@@ -449,7 +505,7 @@ class PVDMLatentStage:
         return triplane.to_tokens(out)
 
     def init(self, rng: jax.Array, batch: dict[str, Any]) -> Any:
-        b = batch["video"].shape[0]
+        b = next(iter(batch.values())).shape[0]
         z = jnp.zeros((b, self.num_tokens, self.latent_channels), jnp.float32)
         cond = self.planes(z) if self.conditional else None
         unet = self.model.init({"params": rng}, self.planes(z), jnp.zeros((b,)), cond=cond)
@@ -461,16 +517,24 @@ class PVDMLatentStage:
              ) -> tuple[jax.Array, dict[str, jax.Array]]:
         del step
         with jax.named_scope("pvdm_ldm_loss"):
-            video = to_unit_range(batch["video"])
-            b, s = video.shape[0], self.clip_frames
             rng_c, rng_t, rng_eps, rng_drop = jax.random.split(rng, 4)
-            if self.conditional:  # one encoder call for both clips
-                both = self.encode(params, jnp.concatenate([video[:, :s], video[:, s:]]))
-                z_prev, x0 = both[:b], both[b:]
+            if "latents" in batch:  # pvdm.cache_latents: [B, clips, L, C]
+                latents = jnp.asarray(batch["latents"], jnp.float32)
+                b = latents.shape[0]
+                z_prev, x0 = latents[:, 0], latents[:, -1]
+            else:
+                video = to_unit_range(batch["video"])
+                b, s = video.shape[0], self.clip_frames
+                if self.conditional:  # one encoder call for both clips
+                    both = self.encode(params, jnp.concatenate([video[:, :s], video[:, s:]]))
+                    z_prev, x0 = both[:b], both[b:]
+                else:
+                    z_prev, x0 = None, self.encode(params, video)
+            if self.conditional:
                 keep = jax.random.bernoulli(rng_c, self.cond_prob, (b, 1, 1))
                 cond = jnp.where(keep, z_prev, 0.0)
             else:
-                x0, cond, keep = self.encode(params, video), None, None
+                cond, keep = None, None
             _, logsnr = losses.sample_logsnr(rng=rng_t, batch_size=b, schedule=self.schedule)
             eps = jax.random.normal(rng_eps, x0.shape, jnp.float32)
             z = targets.q_sample(x0=x0, eps=eps, logsnr=logsnr)

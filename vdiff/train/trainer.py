@@ -256,10 +256,13 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
 
 def make_data_iterator(config: Any, method: Any):
     """The run's host-local batches: the shared pipeline, or the method's own source for
-    methods whose data is not a video dataset (DreamPose's photo/pose/frame triples)."""
-    if hasattr(method, "make_iterator"):
-        return method.make_iterator(config.train.batch_size // jax.process_count(),
-                                    int(config.seed) + jax.process_index())
+    methods whose data is not a video dataset (DreamPose's photo/pose/frame triples, PVDM's
+    cached latents)."""
+    own = getattr(method, "make_iterator", None)
+    it = own(config.train.batch_size // jax.process_count(),
+             int(config.seed) + jax.process_index()) if own else None
+    if it is not None:  # None: the method reads the shared pipeline after all
+        return it
     return pipeline.make_iterator(
         config.data, split="train", seed=config.seed, global_batch_size=config.train.batch_size,
         process_index=jax.process_index(), process_count=jax.process_count())
