@@ -437,7 +437,8 @@ class PVDMLatentStage:
         from vdiff.data import pipeline
 
         d = self.config.data
-        first = pipeline.get_data_source(d, split="train")[0]
+        source = pipeline.get_data_source(d, split="train")
+        first = source[0]
         stored = len(first["video"]) if "video" in first else None
         if stored != int(d.num_frames) or d.random_flip:
             raise ConfigError(
@@ -446,7 +447,7 @@ class PVDMLatentStage:
                 f"(this one: {stored if stored is not None else 'variable-length videos'}) "
                 f"and data.random_flip=False (is {d.random_flip}); set "
                 "pvdm.cache_latents=False to encode each batch instead")
-        n = len(pipeline.get_data_source(d, split="train"))
+        n = len(source)
         clips = pipeline.take_clips(d, n, split="train", seed=0, random_flip=False,
                                     temporal_crop="first")
         s = self.clip_frames
