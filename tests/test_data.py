@@ -46,6 +46,41 @@ def test_train_and_test_digit_images_are_disjoint():
     assert len(train) + len(test) == moving_digits.num_digit_images() == 1797
 
 
+def test_large_config_extends_the_default_training_videos_and_keeps_its_test_videos(tmp_path):
+    from vdiff.data.builders.moving_digits import MovingDigits
+
+    large = MovingDigits(config="large", data_dir=str(tmp_path))
+    default = MovingDigits(config="default", data_dir=str(tmp_path))
+    c = large.builder_config
+    assert (c.num_train, c.num_test) == (15000, 200)
+    ours, theirs = large._split_generators(None), default._split_generators(None)
+    for split in ("train", "test"):
+        for (i, a), (j, b) in zip(ours[split], theirs[split]):
+            assert i == j
+            np.testing.assert_array_equal(a["video"], b["video"])
+            if i == 2:
+                break
+    assert load_config("pvdm_ldm_digits", "digits=large").data.builder_config == "large"
+
+
+def test_a_split_over_tfds_in_memory_shuffle_limit_builds_without_tensorflow(tmp_path,
+                                                                             monkeypatch):
+    """Above the limit TFDS spills to disk through tf.io.gfile (TensorFlow, not installed):
+    a 20,000-video moving-digits build failed that way. Here the limit is shrunk below the
+    tiny split's size; the build keeps the split in memory and restores the limit."""
+    from tensorflow_datasets.core import shuffle
+
+    monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 10_000)  # the split is ~2 MB
+    config = load_config("vdm_digits", "runlocal")
+    config.data.data_dir = str(tmp_path)
+    source = pipeline.get_data_source(config.data, split="train")
+    assert len(source) == 64
+    video, _ = moving_digits.make_video(5, seed=0, num_frames=8, split="train")
+    np.testing.assert_array_equal(source[5]["video"], video)
+    assert shuffle.MAX_MEM_BUFFER_SIZE == 10_000
+    assert "tensorflow" not in sys.modules
+
+
 def test_builder_round_trip(data_config):
     source = pipeline.get_data_source(data_config, split="train")
     assert len(source) == 64

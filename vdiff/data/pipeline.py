@@ -39,6 +39,7 @@ import grain
 import numpy as np
 
 from vdiff.data import frame_codec
+from vdiff.data.builders import tfds_build
 from vdiff.errors import ConfigError
 
 
@@ -68,7 +69,8 @@ def _moving_digits_builder(data_config: Any):
                 f"moving_digits/{builder.builder_config.name} is not prepared in {data_dir}. "
                 f"Run `python -m vdiff.data.prepare digits --data_dir={data_dir}` or set "
                 f"--config.data.build_if_missing=true (about a minute, no download).")
-        builder = _build_once(builder, data_dir, lambda: builder.download_and_prepare())
+        builder = _build_once(builder, data_dir,
+                              lambda: tfds_build.download_and_prepare(builder))
     return builder
 
 

@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 from vdiff.data import pipeline
+from vdiff.data.builders import tfds_build
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow_decode_errors", action="store_true",
                    help="keep the decodable part of damaged files instead of skipping them")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoder threads")
-    p.add_argument("--digits_config", default="default", choices=("default", "tiny"))
+    p.add_argument("--digits_config", default="default", choices=("default", "large", "tiny"))
     p.add_argument("--overwrite", action="store_true", help="rebuild a prepared dataset")
     p.add_argument("--keep_cache", action="store_true", help="keep the per-file decode cache")
     p.add_argument("--report_json", default="", help="also write the report to this file")
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             s: v.num_examples for s, v in builder.info.splits.items()}}
         print(f"already prepared (use --overwrite to rebuild): {builder.data_dir}")
     elif args.dataset == "digits":
-        builder.download_and_prepare()
+        tfds_build.download_and_prepare(builder)
         report = {"files_used": {s: v.num_examples for s, v in builder.info.splits.items()}}
     else:
         if not args.manual_dir:

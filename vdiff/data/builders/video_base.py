@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vdiff.data import frame_codec, video_io
+from vdiff.data.builders import tfds_build
 
 
 @dataclasses.dataclass
@@ -227,7 +228,7 @@ def prepare(builder: VideoDatasetBuilder, manual_dir: str, *, workers: int | Non
     if options is not None:
         builder.prepare_options = options
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-    builder.download_and_prepare(download_config=config)
+    tfds_build.download_and_prepare(builder, download_config=config)
     report = getattr(builder, "last_report", None) or dict(builder.info.metadata)
     if not keep_cache and getattr(builder, "decode_cache", None):
         shutil.rmtree(builder.decode_cache, ignore_errors=True)
