@@ -35,6 +35,8 @@ def get_config(arg=None):
         c.train.log_every, c.train.checkpoint_every, c.train.sample_every = 100, 2000, 5000
         c.sample.num_samples, c.sample.num_steps = 16, 256
         c.evals.fvd = ml_collections.ConfigDict(dict(num_videos=200, num_steps=128))
+        c.evals.digit_score = ml_collections.ConfigDict(dict(num_videos=64, num_steps=128))
+        c.evals.heldout_loss = ml_collections.ConfigDict(dict(num_batches=4, batch_size=32))
         c.train.eval_every = 10_000
     else:  # CPU demo: a few minutes on 2 cores (measured in README)
         c.data.num_frames, c.data.resolution = 8, 32

@@ -8,6 +8,7 @@ in test_eval_metrics.py.
 import json
 import os
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -42,6 +43,8 @@ def digits_run(tmp_path_factory):
     config.data.data_dir = str(tmp_path_factory.mktemp("data"))
     config.train.num_steps, config.train.checkpoint_every = 4, 4
     config.evals.fvd = ml_collections.ConfigDict(dict(num_videos=3, num_steps=2))
+    config.evals.digit_score = ml_collections.ConfigDict(dict(num_videos=2, num_steps=2))
+    config.evals.heldout_loss = ml_collections.ConfigDict(dict(num_batches=2, batch_size=4))
     trainer.train_and_evaluate(config, workdir)
     yield config, workdir
     patch.undo()
@@ -53,6 +56,10 @@ def test_training_logs_fvd_at_the_end(digits_run):
     assert [x["step"] for x in lines] == [4]
     assert np.isfinite(lines[0]["fvd"]) and lines[0]["fvd"] > 0
     assert lines[0]["fvd_num_videos"] == 3
+    assert 0.0 < lines[0]["digit_confidence"] <= 1.0 and lines[0]["digit_score"] >= 1.0
+    assert lines[0]["digit_confidence_real"] > 0.5
+    assert lines[0]["heldout_loss_gap"] == pytest.approx(
+        lines[0]["heldout_loss_test"] - lines[0]["heldout_loss_train"])
     assert os.path.isdir(os.path.join(workdir, "tensorboard"))
 
 
@@ -81,3 +88,61 @@ def test_unknown_evaluator_or_setting_is_a_config_error():
     config.evals.fvd = ml_collections.ConfigDict(dict(num_vidoes=3))
     with pytest.raises(ConfigError, match="num_vidoes"):
         evaluators.build_evaluators(config, None, None)
+
+
+class _ReplayMethod:
+    """Stands in for a trained model: `sample` returns fixed videos in [−1, 1]."""
+
+    def __init__(self, videos_uint8):
+        self.videos = np.asarray(videos_uint8, np.float32) / 127.5 - 1.0
+
+    def sample(self, params, rng, *, num_samples, num_steps, guidance_scale, gamma):
+        del params, rng, num_steps, guidance_scale, gamma
+        return self.videos[:num_samples]
+
+
+def test_digit_score_evaluator_scores_real_digits_like_real_and_scrambled_ones_lower():
+    from vdiff.eval import digit_score
+    from vdiff.train import sharding
+
+    config = load_config("pvdm_ldm_digits", "runlocal")  # moving digits at 32×32
+    config.sample.num_samples = 16  # one batch: all 16 clips
+    mesh = sharding.make_mesh((-1, 1, 1))
+    frames, _ = digit_score._frames(16, split="test", resolution=32, max_digits=2, seed=7)
+    real = np.rint(frames).astype(np.uint8).reshape(16, -1, 32, 32, 1)
+    scrambled = np.random.default_rng(0).permutation(real.reshape(-1)).reshape(real.shape)
+    settings = evaluators.settings_for("digit_score", evaluators.DigitScoreEvaluator.DEFAULTS,
+                                       dict(num_videos=16))
+    rng = jax.random.key(0)
+    good = evaluators.DigitScoreEvaluator(config, _ReplayMethod(real), mesh, settings)(None, rng)
+    bad = evaluators.DigitScoreEvaluator(config, _ReplayMethod(scrambled), mesh, settings)(
+        None, rng)
+    # real clips from other seeds score like the evaluator's own real reference
+    assert abs(good["digit_confidence"] - good["digit_confidence_real"]) < 0.08
+    assert good["digit_score"] > 2 * bad["digit_score"]
+    config.data.name = "ucf101"
+    with pytest.raises(ConfigError, match="moving digits only"):
+        evaluators.DigitScoreEvaluator(config, None, mesh, settings)
+
+
+def test_heldout_loss_is_the_methods_loss_on_fixed_batches_with_paired_noise(tmp_path):
+    from vdiff.methods import get_method
+
+    config = load_config("vdm_digits", "runlocal")
+    config.data.data_dir = str(tmp_path)
+    method = get_method(config)
+    settings = evaluators.settings_for("heldout_loss", evaluators.HeldOutLossEvaluator.DEFAULTS,
+                                       dict(num_batches=2, batch_size=4))
+    ev = evaluators.HeldOutLossEvaluator(config, method, None, settings)
+    params = jax.jit(method.init)(jax.random.key(0), ev.batches["train"][0])
+    out = ev(params, jax.random.key(1))
+    assert out == ev(params, jax.random.key(2))  # fixed noise: the call's key is unused
+    keys = jax.random.split(jax.random.key(0), 2)
+    for split in ("train", "test"):
+        manual = np.mean([float(method.loss(params, b, k, train=False)[0])
+                          for b, k in zip(ev.batches[split], keys)])
+        assert out[f"heldout_loss_{split}"] == pytest.approx(manual, rel=1e-5)
+    assert out["heldout_loss_test"] != out["heldout_loss_train"]  # different videos
+    same = evaluators.HeldOutLossEvaluator(config, method, None,
+                                           {**settings, "splits": ("train", "train")})
+    assert same(params, None)["heldout_loss_gap"] == 0.0  # paired noise, same batches

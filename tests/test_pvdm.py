@@ -623,6 +623,11 @@ def test_cli_latent_training_and_long_video(cli):
     lines = [json.loads(x) for x in open(ldm_dir / "metrics.jsonl")]
     losses = [x["loss"] for x in lines if "loss" in x]
     assert losses and all(np.isfinite(losses))
+    # the runlocal config's evaluator ran at the end, on video batches through the encoder
+    (ev,) = [json.loads(x) for x in open(ldm_dir / "eval.jsonl")]
+    assert ev["step"] == 4 and np.isfinite(ev["heldout_loss_test"])
+    assert ev["heldout_loss_gap"] == pytest.approx(ev["heldout_loss_test"]
+                                                   - ev["heldout_loss_train"])
     out = cli.sample.result()
     with np.load(out / "samples.npz") as f:
         videos = f["videos"]

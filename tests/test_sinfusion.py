@@ -321,22 +321,8 @@ def test_apps_with_real_networks_any_size():
 def test_next_frame_evaluator_posterior_mean_of_a_fresh_residual_predictor_is_the_copy():
     """On the real video: a residual x0 Predictor at initialisation predicts frame n, so its
     posterior-mean PSNR equals the copy-last-frame baseline on the held-out frames."""
-    import importlib.util
-
-    from vdiff.eval.evaluators import SinFusionNextFrameEvaluator
-
-    import os
-
-    path = os.path.join(os.path.dirname(__file__), "..", "configs", "sinfusion_video.py")
-    spec = importlib.util.spec_from_file_location("cfg", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("runlocal")
-    config.diffusion.parameterization, config.sinfusion.residual = "x0", True
-    m = sf.make_sinfusion(sf.role_config(config, "predictor"))
-    params = strip_boxes(m.init(jax.random.key(0), m.example_batch(1)))
-    settings = {**SinFusionNextFrameEvaluator.DEFAULTS, "strides": (1,), "max_pairs": 4}
-    out = SinFusionNextFrameEvaluator(config, m, None, settings)(params, jax.random.key(1))
+    ev, params, _ = _fresh_residual_predictor_evaluator(strides=(1,), max_pairs=4)
+    out = ev(params, jax.random.key(1))
     assert out["next_frame_in_sample"] == 0.0 and out["next_frame_pairs_k1"] == 4
     np.testing.assert_allclose(out["next_frame_psnr_posterior_mean_k1"],
                                out["copy_last_frame_psnr_k1"], rtol=1e-4)
@@ -346,22 +332,10 @@ def test_next_frame_evaluator_validation_split_and_posterior_mean_only():
     """validation_frames = V: the first V held-out frames are scored under `val_` keys and
     the rest under the plain keys (the two sets of targets are disjoint); num_samples = 0
     reports the posterior mean without sampling."""
-    import importlib.util
-    import os
-
     from vdiff.eval.evaluators import SinFusionNextFrameEvaluator
 
-    path = os.path.join(os.path.dirname(__file__), "..", "configs", "sinfusion_video.py")
-    spec = importlib.util.spec_from_file_location("cfg", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("runlocal")  # 8 training frames of 120
-    config.diffusion.parameterization, config.sinfusion.residual = "x0", True
-    m = sf.make_sinfusion(sf.role_config(config, "predictor"))
-    params = strip_boxes(m.init(jax.random.key(0), m.example_batch(1)))
-    settings = {**SinFusionNextFrameEvaluator.DEFAULTS, "strides": (1, 2), "max_pairs": 200,
-                "num_samples": 0, "validation_frames": 4}
-    ev = SinFusionNextFrameEvaluator(config, m, None, settings)
+    ev, params, config = _fresh_residual_predictor_evaluator(  # 8 training frames of 120
+        strides=(1, 2), max_pairs=200, num_samples=0, validation_frames=4)
     val, _ = ev.pairs(2, "val")
     test, _ = ev.pairs(2, "test")
     np.testing.assert_array_equal(val, [8, 9, 10, 11])
@@ -377,5 +351,53 @@ def test_next_frame_evaluator_validation_split_and_posterior_mean_only():
     for prefix in ("val_", ""):
         np.testing.assert_allclose(out[f"{prefix}next_frame_psnr_posterior_mean_k1"],
                                    out[f"{prefix}copy_last_frame_psnr_k1"], rtol=1e-4)
+    # nothing predicted, nothing to shrink: α* = 0 and the shrunk Predictor is the copy
+    assert out["shrinkage_alpha_k1"] == 0.0
+    np.testing.assert_allclose(out["next_frame_psnr_shrunk_k1"], out["copy_last_frame_psnr_k1"],
+                               rtol=1e-5)
     with pytest.raises(ConfigError, match="leaves no test frames"):
-        SinFusionNextFrameEvaluator(config, m, None, {**settings, "validation_frames": 112})
+        SinFusionNextFrameEvaluator(config, ev.method, None, {**ev.s, "validation_frames": 112})
+
+
+def _fresh_residual_predictor_evaluator(**settings):
+    """The next-frame evaluator over a freshly initialised residual x0 Predictor of the
+    runlocal video config (8 training frames of the shipped 120-frame video)."""
+    import importlib.util
+    import os
+
+    from vdiff.eval.evaluators import SinFusionNextFrameEvaluator
+
+    path = os.path.join(os.path.dirname(__file__), "..", "configs", "sinfusion_video.py")
+    spec = importlib.util.spec_from_file_location("cfg", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("runlocal")
+    config.diffusion.parameterization, config.sinfusion.residual = "x0", True
+    m = sf.make_sinfusion(sf.role_config(config, "predictor"))
+    params = strip_boxes(m.init(jax.random.key(0), m.example_batch(1)))
+    ev = SinFusionNextFrameEvaluator(config, m, None,
+                                     {**SinFusionNextFrameEvaluator.DEFAULTS, **settings})
+    return ev, params, config
+
+
+def test_shrinkage_is_fitted_on_validation_pairs_and_applied_to_test_pairs():
+    """A Predictor that predicts twice the true change on the validation frames gets
+    α* = ½; applied to a test prediction of three times the change it leaves half the change
+    as error, 20·log10(2) ≈ 6.02 dB above copy-last-frame on every test pair."""
+    ev, _, _ = _fresh_residual_predictor_evaluator(strides=(1,), max_pairs=200,
+                                                   validation_frames=4)
+    f = ev.frames
+
+    def predicted(split, factor):
+        t, _ = ev.pairs(1, split)
+        return f[t - 1] + factor * (f[t] - f[t - 1])
+
+    out = ev._shrunk(1, predicted("val", 2.0), predicted("test", 3.0))
+    np.testing.assert_allclose(out["shrinkage_alpha_k1"], 0.5, rtol=1e-5)
+    t, _ = ev.pairs(1, "test")
+    copy = np.mean([10 * np.log10(4 / np.mean((f[j] - f[j - 1]) ** 2)) for j in t])
+    np.testing.assert_allclose(out["next_frame_psnr_shrunk_k1"], copy + 20 * np.log10(2),
+                               rtol=1e-4)
+    # a Predictor whose change points away from the truth is shrunk to the copy
+    out = ev._shrunk(1, predicted("val", -1.0), predicted("test", 3.0))
+    assert out["shrinkage_alpha_k1"] == 0.0

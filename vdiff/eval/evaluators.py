@@ -16,6 +16,12 @@ The trainer calls them every `train.eval_every` steps and at the last step;
                           j − k on the frames held out from training, vs copying frame j − k
     pvdm_reconstruction   PVDM autoencoder: PSNR, SSIM and LPIPS of reconstructions of N
                           held-out clips (per-frame metrics averaged over frames and clips)
+    heldout_loss          the training loss on fixed batches of the training split and of the
+                          held-out split, with the same noise for both: their gap shows a
+                          model fitting its training videos rather than the data
+    digit_score           moving digits only: how recognisable the digits in N sampled clips
+                          are to a digit classifier (vdiff/eval/digit_score.py), next to the
+                          same numbers for real frames; FVD cannot see this at 32×32
 """
 
 from __future__ import annotations
@@ -57,6 +63,36 @@ def to_i3d_clips(videos: np.ndarray) -> np.ndarray:
     return videos
 
 
+class _SampledClips:
+    """Samples `num_videos` clips from the method with the evaluator's sampler settings,
+    in batches of `sample.num_samples` rounded up to the mesh's data-parallel size."""
+
+    def __init__(self, name: str, config: Any, method: Any, mesh: Any,
+                 settings: dict[str, Any]):
+        from vdiff.train import sharding
+
+        if jax.process_count() > 1:
+            raise ConfigError(f"the {name} evaluator runs in one process only for now: drop "
+                              f"config.evals.{name} for multi-host training and run "
+                              "--mode=eval on one host")
+        self.batch = sharding.round_up_to_data_parallel(
+            max(int(config.sample.num_samples), 1), mesh)
+        s = settings
+        self.sample_fn = jax.jit(lambda p, r: method.sample(
+            p, r, num_samples=self.batch, num_steps=int(s["num_steps"]),
+            guidance_scale=float(s["guidance_scale"]), gamma=float(s["gamma"])))
+
+    def __call__(self, params: Any, rng: jax.Array, n: int) -> np.ndarray:
+        """uint8 [n, T, H, W, C]."""
+        from vdiff.data.video_io import to_uint8
+
+        generated = []
+        for i in range(math.ceil(n / self.batch)):
+            videos = self.sample_fn(params, jax.random.fold_in(rng, i))
+            generated.append(to_uint8(np.asarray(jax.device_get(videos))))
+        return np.concatenate(generated)[:n]
+
+
 class FVDEvaluator:
     """FVD of `num_videos` samples of the method against as many held-out clips."""
 
@@ -65,22 +101,12 @@ class FVDEvaluator:
 
     def __init__(self, config: Any, method: Any, mesh: Any, settings: dict[str, Any]):
         from vdiff.eval import i3d
-        from vdiff.train import sharding
 
-        if jax.process_count() > 1:
-            raise ConfigError("the fvd evaluator runs in one process only for now: drop "
-                              "config.evals.fvd for multi-host training and run --mode=eval "
-                              "on one host")
-        self.config, self.method, self.mesh = config, method, mesh
-        self.s = settings
-        self.batch = sharding.round_up_to_data_parallel(
-            max(int(config.sample.num_samples), 1), mesh)
-        s = settings
-        self.sample_fn = jax.jit(lambda p, r: method.sample(
-            p, r, num_samples=self.batch, num_steps=int(s["num_steps"]),
-            guidance_scale=float(s["guidance_scale"]), gamma=float(s["gamma"])))
+        self.config, self.s = config, settings
+        self.sample = _SampledClips("fvd", config, method, mesh, settings)
         i3d_mesh = mesh if jax.default_backend() != "cpu" else None
-        self.extract = i3d.feature_extractor(batch_size=int(s["i3d_batch_size"]), mesh=i3d_mesh)
+        self.extract = i3d.feature_extractor(batch_size=int(settings["i3d_batch_size"]),
+                                             mesh=i3d_mesh)
         self.real_stats = None
         self.num_real = 0
 
@@ -92,7 +118,6 @@ class FVDEvaluator:
                                    random_flip=False)
 
     def __call__(self, params: Any, rng: jax.Array) -> dict[str, float]:
-        from vdiff.data.video_io import to_uint8
         from vdiff.eval.fvd import feature_stats, frechet_distance_from_stats
 
         t0 = time.perf_counter()
@@ -101,15 +126,42 @@ class FVDEvaluator:
             self.num_real = len(real)
             self.real_stats = feature_stats(self.extract(to_i3d_clips(real)))
         n = min(int(self.s["num_videos"]), self.num_real)
-        generated = []
-        for i in range(math.ceil(n / self.batch)):
-            videos = self.sample_fn(params, jax.random.fold_in(rng, i))
-            generated.append(to_uint8(np.asarray(jax.device_get(videos))))
-        fake = np.concatenate(generated)[:n]
+        fake = self.sample(params, rng, n)
         mu, sigma = feature_stats(self.extract(to_i3d_clips(fake)))
         value = frechet_distance_from_stats(*self.real_stats, mu, sigma)
         return {"fvd": float(value), "fvd_num_videos": float(n),
                 "fvd_seconds": time.perf_counter() - t0}
+
+
+class DigitScoreEvaluator:
+    """Moving digits: the digit classifier's mean confidence and IS-style score on every
+    frame of `num_videos` samples (`digit_confidence`, `digit_score`), next to the same
+    numbers for real held-out frames (`digit_confidence_real`, `digit_score_real`). The
+    gap between the two is how far samples are from recognisable digits."""
+
+    DEFAULTS = dict(num_videos=64, num_steps=100, gamma=0.3, guidance_scale=0.0)
+
+    def __init__(self, config: Any, method: Any, mesh: Any, settings: dict[str, Any]):
+        from vdiff.eval import digit_score
+
+        if config.data.name != "moving_digits":
+            raise ConfigError(f"config.evals.digit_score scores moving digits only, but "
+                              f"data.name={config.data.name!r}: drop it from config.evals")
+        if int(config.data.channels) != 1:
+            raise ConfigError("config.evals.digit_score needs grey frames (data.channels=1)")
+        self.s = settings
+        self.sample = _SampledClips("digit_score", config, method, mesh, settings)
+        resolution = int(config.data.resolution)
+        self.clf = digit_score.classifier(resolution)
+        self.real = digit_score.reference(self.clf, resolution=resolution)
+
+    def __call__(self, params: Any, rng: jax.Array) -> dict[str, float]:
+        from vdiff.eval import digit_score
+
+        got = digit_score.score(self.sample(params, rng, int(self.s["num_videos"])), self.clf)
+        return {"digit_confidence": got["confidence"], "digit_score": got["score"],
+                "digit_confidence_real": self.real["confidence"],
+                "digit_score_real": self.real["score"]}
 
 
 class SinFusionNextFrameEvaluator:
@@ -137,6 +189,13 @@ class SinFusionNextFrameEvaluator:
     the training frames are the validation set, reported with a `val_` prefix, and the rest
     the test set (the unprefixed keys). Choosing a checkpoint by its validation score
     (early stopping) then leaves the test score unbiased.
+
+    With validation frames and a posterior mean, the evaluator also fits one number per k
+    on the validation pairs: the shrinkage α of the predicted change r = mean − prev that
+    minimises Σ‖target − (prev + α r)‖² (α* = Σ⟨target − prev, r⟩ / Σ‖r‖², clipped to
+    [0, 1]), and reports the test PSNR of prev + α* r as `next_frame_psnr_shrunk_k*`, with
+    `shrinkage_alpha_k*`. α* < 1 says the Predictor predicts more change than the held-out
+    frames have; the test frames play no part in choosing it.
     """
 
     DEFAULTS = dict(strides=(1, 2, 3), max_pairs=16, eta=0.0, seed=0, num_samples=1,
@@ -178,14 +237,36 @@ class SinFusionNextFrameEvaluator:
 
     def __call__(self, params: Any, rng: jax.Array) -> dict[str, float]:
         out: dict[str, float] = {}
+        means: dict[tuple[str, int], Any] = {}  # posterior means per (split, k)
         for split in ("val", "test") if self.num_val else ("test",):
             prefix = "val_" if split == "val" else ""
             for k in self.s["strides"]:
                 targets, in_sample = self.pairs(int(k), split)
-                out.update({prefix + key: v for key, v in
-                            self._score(params, rng, int(k), targets).items()})
+                scores, means[split, int(k)] = self._score(params, rng, int(k), targets)
+                out.update({prefix + key: v for key, v in scores.items()})
                 out["next_frame_in_sample"] = float(in_sample)
+        for k in self.s["strides"]:
+            if means.get(("val", int(k))) is not None and means.get(("test", int(k))) is not None:
+                out.update(self._shrunk(int(k), means["val", int(k)], means["test", int(k)]))
         return out
+
+    def _shrunk(self, k: int, val_mean: Any, test_mean: Any) -> dict[str, float]:
+        """α* fitted on the validation pairs, applied to the test pairs (class docstring)."""
+        from vdiff.eval import image_metrics
+
+        def change(split: str, mean: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            targets, _ = self.pairs(k, split)
+            prev = self.frames[targets - k]
+            return prev, self.frames[targets], np.asarray(mean, np.float32) - prev
+
+        prev, real, r = change("val", val_mean)
+        alpha = float(np.clip(np.sum((real - prev) * r) / max(float(np.sum(r * r)), 1e-12),
+                              0.0, 1.0))
+        prev, real, r = change("test", test_mean)
+        shrunk = image_metrics.psnr(jnp.asarray(prev + alpha * r), jnp.asarray(real),
+                                    data_range=2.0)
+        return {f"shrinkage_alpha_k{k}": alpha,
+                f"next_frame_psnr_shrunk_k{k}": float(jnp.mean(shrunk))}
 
     def _jitted(self, kind: str, k: int, fn: Any) -> Any:
         """One jitted function per (kind, k), kept across calls: the trainer evaluates every
@@ -196,7 +277,8 @@ class SinFusionNextFrameEvaluator:
         return self._jit_cache[key]
 
     def _score(self, params: Any, rng: jax.Array, k: int, targets: np.ndarray
-               ) -> dict[str, float]:
+               ) -> tuple[dict[str, float], Any]:
+        """The split's scores at stride k, and its posterior-mean frames (None without)."""
         from vdiff.eval import image_metrics
         from vdiff.eval.nnf import next_frame_psnr
         from vdiff.methods import sinfusion_apps as apps
@@ -218,11 +300,61 @@ class SinFusionNextFrameEvaluator:
                 mean = jnp.mean(jnp.stack(preds), axis=0)
                 out[f"next_frame_psnr_mean{n}_k{k}"] = next_frame_psnr(
                     mean, real, prev, data_range=2.0)["psnr"]
+        mean = None
         if self.s["posterior_mean"] and self.method.parameterization in ("x0", "v"):
             mean = self._jitted("posterior_mean", k, lambda p, r, c: apps.posterior_mean_frames(
                 self.method, p, r, c.shape, cond=c, frame_diff=k))(params, rng_k, prev)
             out[f"next_frame_psnr_posterior_mean_k{k}"] = next_frame_psnr(
                 mean, real, prev, data_range=2.0)["psnr"]
+        return out, mean
+
+
+class HeldOutLossEvaluator:
+    """The method's own loss (train=False) on `num_batches` fixed batches of `batch_size`
+    examples from each of `splits` (default training split, then held-out split).
+
+    Each split's i-th batch uses the same noise and noise levels (key i of `seed`), and the
+    batches never change during a run, so the values are comparable across evaluations and
+    the difference between the splits (`heldout_loss_gap` = second − first) is a paired
+    estimate: it grows when the model fits its training examples rather than their
+    distribution. Reported as `heldout_loss_<split>` for each split and the gap."""
+
+    DEFAULTS = dict(num_batches=4, batch_size=32, splits=("train", "test"), seed=0)
+
+    def __init__(self, config: Any, method: Any, mesh: Any, settings: dict[str, Any]):
+        from vdiff.data import pipeline
+
+        del mesh
+        if jax.process_count() > 1:
+            raise ConfigError("the heldout_loss evaluator runs in one process only for now: "
+                              "drop config.evals.heldout_loss for multi-host training")
+        self.s = settings
+        splits = tuple(settings["splits"])
+        if len(splits) != 2:
+            raise ConfigError(f"config.evals.heldout_loss.splits must name two splits, got "
+                              f"{splits}")
+        self.splits = splits
+        d = config.data.copy_and_resolve_references()
+        d.worker_count = 0
+        self.batches = {}
+        for split in splits:
+            it = pipeline.make_iterator(d, split=split, seed=int(settings["seed"]),
+                                        global_batch_size=int(settings["batch_size"]))
+            try:
+                self.batches[split] = [next(it) for _ in range(int(settings["num_batches"]))]
+            finally:
+                getattr(it, "close", lambda: None)()
+        self.loss_fn = jax.jit(lambda p, b, r: method.loss(p, b, r, train=False)[0])
+
+    def __call__(self, params: Any, rng: jax.Array) -> dict[str, float]:
+        del rng  # fixed noise: comparable across evaluations and paired across splits
+        keys = jax.random.split(jax.random.key(int(self.s["seed"])), int(self.s["num_batches"]))
+        out = {}
+        for split in self.splits:
+            losses = [float(self.loss_fn(params, b, k)) for b, k in zip(self.batches[split], keys)]
+            out[f"heldout_loss_{split}"] = float(np.mean(losses))
+        first, second = self.splits
+        out["heldout_loss_gap"] = out[f"heldout_loss_{second}"] - out[f"heldout_loss_{first}"]
         return out
 
 
@@ -266,9 +398,12 @@ EVALUATORS: dict[str, Any] = {
     "fvd": FVDEvaluator,
     "sinfusion_next_frame": SinFusionNextFrameEvaluator,
     "pvdm_reconstruction": PVDMReconstructionEvaluator,
+    "digit_score": DigitScoreEvaluator,
+    "heldout_loss": HeldOutLossEvaluator,
 }
 APPLIES_TO = {"fvd": ("vdm", "vdm_sr", "pvdm_ldm"), "sinfusion_next_frame": ("sinfusion",),
-              "pvdm_reconstruction": ("pvdm_ae",)}
+              "pvdm_reconstruction": ("pvdm_ae",), "digit_score": ("vdm", "pvdm_ldm"),
+              "heldout_loss": ("vdm", "pvdm_ldm")}
 
 
 def build_evaluators(config: Any, method: Any, mesh: Any) -> list[tuple[str, Any]]:
