@@ -11,9 +11,12 @@ two-clip examples it measures, in one JSON:
   fvd           FVD against the held-out clips of (a) the autoencoder's reconstructions,
                 the ceiling for any latent model, and (b) samples of each `--samplers`
                 entry (name:steps), two clips per video as in training
+  digits        the digit classifier's confidence and score (vdiff/eval/digit_score.py)
+                for the real clips, the reconstructions and each sampler's videos: what
+                FVD cannot see at 32×32
 
 and writes a PNG per row of (b) and one of the reconstructions (rows = videos, columns =
-frames) next to the JSON.
+frames) next to the JSON, and each sampler's videos as `pvdm_diagnose_<sampler>.npz`.
 
   python benchmarks/pvdm_diagnose.py --ldm_workdir W --out W/diagnose.json
 """
@@ -37,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from vdiff.data import pipeline  # noqa: E402
 from vdiff.data.video_io import to_uint8  # noqa: E402
 from vdiff.diffusion import targets  # noqa: E402
-from vdiff.eval import fvd, i3d  # noqa: E402
+from vdiff.eval import digit_score, fvd, i3d  # noqa: E402
 from vdiff.eval.evaluators import to_i3d_clips  # noqa: E402
 from vdiff.methods.pvdm import PVDMLatentStage  # noqa: E402
 from vdiff.sampling import restore_ema_params  # noqa: E402
@@ -131,6 +134,9 @@ def main() -> None:
     recon = np.concatenate([np.concatenate([decode(encode(b[:, :s])), decode(encode(b[:, s:]))],
                                            axis=1) for b in batches(x)])
     out["fvd"] = {"reconstructions": fvd_of(recon)}
+    clf = digit_score.classifier(int(config.data.resolution))
+    out["digits"] = {"real": digit_score.score(real, clf),
+                     "reconstructions": digit_score.score(to_uint8(recon), clf)}
     dump()
     save_grid(np.concatenate([np.asarray(x[:4]), recon[:4]]),
               os.path.join(directory, "pvdm_diagnose_real_vs_recon.png"))
@@ -143,6 +149,10 @@ def main() -> None:
                                  for i in range(-(-n // args.batch))])[:n]
         out["fvd"][spec] = fvd_of(videos)
         out["fvd"][spec + "_seconds"] = time.perf_counter() - t0
+        frames = to_uint8(videos)
+        out["digits"][spec] = digit_score.score(frames, clf)
+        np.savez_compressed(os.path.join(directory, f"pvdm_diagnose_{name}{steps}.npz"),
+                            videos=frames)
         save_grid(videos, os.path.join(directory, f"pvdm_diagnose_{name}{steps}.png"))
         print(json.dumps({spec: out["fvd"][spec]}), flush=True)
         dump()

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vdiff.models.pvdm_unet import TriplaneAttention, TriplaneUNet
+from vdiff.models.pvdm_unet import TriplaneAttention, TriplaneUNet, axis_position_features
 from vdiff.models.triplane import Triplane
 
 B, C, C_COND = 2, 3, 2
@@ -24,6 +24,7 @@ ODD = (5, 6, 7)  # sides 5 and 7 are odd before the downsample: exercises the cr
 MODEL = TriplaneUNet(out_channels=C, base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
                      attn_levels=(0, 1), head_dim=8)
 NO_ATTN = MODEL.clone(attn_levels=(), middle_attention=False)
+POS = MODEL.clone(axis_positions=True)  # same parameters: the features are fixed
 
 
 def planes(shape: tuple[int, int, int], channels: int, seed: int) -> Triplane:
@@ -112,7 +113,8 @@ def test_param_tree_independent_of_plane_shapes():
 
 
 def test_identical_planes_give_identical_outputs(params):
-    """Shared weights + symmetric attention: s = h = w in → s = h = w out (plane embed 0)."""
+    """Shared weights + symmetric attention: s = h = w in → s = h = w out (plane embed 0,
+    no coordinate features)."""
     apply = jitted_apply(MODEL)
     p = perturb(params, 2, keep=lambda path: "plane_embed" in path)
     p = jax.tree_util.tree_map_with_path(
@@ -126,6 +128,42 @@ def test_identical_planes_give_identical_outputs(params):
     p2 = perturb(p, 3, keep=lambda path: "plane_embed" not in path)
     out2 = apply(p2, Triplane(one, one, one), LOGSNR, Triplane(c, c, c))
     assert np.max(np.abs(out2.h - out2.s)) > 1e-3
+
+
+def test_axis_features_are_shared_by_the_tokens_of_one_clip_coordinate():
+    """z^s(i, j) and z^h(t, j) carry the same width features, z^s(i, j) and z^w(t, i) the
+    same height features; each plane is zero in the group of the axis it lacks."""
+    s, h, w, c = 5, 6, 7, 13  # C // 3 = 4 channels per axis, channel 12 unused
+    f = axis_position_features(Triplane(jnp.zeros((1, h, w, c)), jnp.zeros((1, s, w, c)),
+                                        jnp.zeros((1, s, h, c))))
+    assert [x.shape for x in f] == [(1, h, w, c), (1, s, w, c), (1, s, h, c)]
+    H, W, T = slice(0, 4), slice(4, 8), slice(8, 12)
+    fs, fh, fw = (np.asarray(x[0]) for x in f)
+    for i, j, t in [(0, 0, 0), (2, 5, 3), (5, 6, 4)]:
+        np.testing.assert_allclose(fs[i, j, W], fh[t, j, W])
+        np.testing.assert_allclose(fs[i, j, H], fw[t, i, H])
+        np.testing.assert_allclose(fh[t, j, T], fw[t, i, T])
+    np.testing.assert_array_equal(fs[..., T], 0)
+    np.testing.assert_array_equal(fh[..., H], 0)
+    np.testing.assert_array_equal(fw[..., W], 0)
+    for x in (fs, fh, fw):
+        np.testing.assert_array_equal(x[..., 12], 0)
+    # every position of a plane is distinguishable
+    assert len({tuple(np.round(v, 5)) for v in fs.reshape(-1, c)}) == h * w
+    assert len({tuple(np.round(v, 5)) for v in fh.reshape(-1, c)}) == s * w
+
+
+def test_axis_features_change_the_output_of_a_trained_attention(params):
+    z, cond = planes(SQUARE, C, 10), planes(SQUARE, C_COND, 11)
+    with_pos = jitted_apply(POS)(params, z, LOGSNR, cond)
+    without = jitted_apply(MODEL)(params, z, LOGSNR, cond)
+    assert np.max(np.abs(with_pos.s - without.s)) > 1e-3
+    odd = jitted_apply(POS)(params, planes(ODD, C, 12), LOGSNR, planes(ODD, C_COND, 13))
+    assert [o.shape[1:3] for o in odd] == [(6, 7), (5, 7), (5, 6)]  # cropped levels align
+    no_attn_params = drop_attention(params)  # without attention they cannot matter
+    a = jitted_apply(NO_ATTN)(no_attn_params, z, LOGSNR, cond)
+    b = jitted_apply(NO_ATTN.clone(axis_positions=True))(no_attn_params, z, LOGSNR, cond)
+    np.testing.assert_array_equal(a.s, b.s)
 
 
 def test_attention_mixes_planes_and_convolutions_do_not(params):

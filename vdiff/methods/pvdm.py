@@ -80,7 +80,8 @@ def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
       head_dim, mlp_ratio, remat, attention_impl ('xla' | 'cudnn'), dtype
     model (stage pvdm_ldm, the triplane UNet):
       base_channels, channel_mults, num_res_blocks, attn_levels (downsampling levels with
-      joint attention; level i = factor 2^i), head_dim, dropout, remat, attention_impl, dtype
+      joint attention; level i = factor 2^i), head_dim, dropout, remat, attention_impl, dtype,
+      axis_positions (coordinate features in joint attention; models/pvdm_unet.py; off)
     pvdm (autoencoder):
       l1_weight, lpips_weight, lpips_net ('alexnet' | 'vgg16'), lpips_frames (frames per
       clip scored by LPIPS each step, 0 = all), gan_start_step (−1: no adversarial stage),
@@ -120,7 +121,7 @@ def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
         c.model = ml_collections.ConfigDict(dict(
             base_channels=256, channel_mults=(1, 2, 4, 4), num_res_blocks=2,
             attn_levels=(0, 1, 2), head_dim=64, dropout=0.0, remat=False,
-            attention_impl="xla", dtype="float32"))
+            attention_impl="xla", dtype="float32", axis_positions=False))
     c.diffusion = base.diffusion
     c.diffusion.update(dict(parameterization="eps", loss_space="eps", schedule="linear_beta",
                             cond_drop_prob=0.0))
@@ -406,7 +407,8 @@ class PVDMLatentStage:
             channel_mults=tuple(m.channel_mults), num_res_blocks=int(m.num_res_blocks),
             attn_levels=tuple(m.attn_levels), head_dim=int(m.head_dim),
             dropout=float(m.dropout), attention_impl=_impl(m.attention_impl),
-            remat=bool(m.remat), dtype=_dtype(m.dtype))
+            remat=bool(m.remat), dtype=_dtype(m.dtype),
+            axis_positions=bool(m.get("axis_positions", False)))  # absent in older configs
         diff = config.diffusion
         self.parameterization = diff.parameterization
         targets.check_parameterization(self.parameterization)
