@@ -8,7 +8,8 @@
 # Stages resume from WORKDIR, so a budget can be spread over several calls: a stage given
 # 0 seconds is not trained again (the autoencoder's evaluation is skipped with it), and the
 # wall time of every call is summed in WORKDIR/{ae,ldm}_wall.txt. PVDM_TRAIN_ONLY=1 stops
-# after training (no evaluation, no long video).
+# after training (no evaluation, no long video). PVDM_LDM_ARG adds config arguments to the
+# latent stage only (e.g. 'digits=large').
 set -euo pipefail
 workdir=$1 ae_s=$2 ldm_s=$3
 shift 3
@@ -19,7 +20,9 @@ ldm_flags=("$@")
 mkdir -p "$workdir"
 ae="$workdir/ae" ldm="$workdir/ldm"
 arg=${PVDM_CONFIG_ARG:-}  # e.g. 'runlocal' for a CPU smoke run of this script
-ae_cfg="configs/pvdm_ae_digits.py${arg:+:$arg}" ldm_cfg="configs/pvdm_ldm_digits.py:ae=$ae${arg:+,$arg}"
+ldm_arg=${PVDM_LDM_ARG:-}
+ae_cfg="configs/pvdm_ae_digits.py${arg:+:$arg}"
+ldm_cfg="configs/pvdm_ldm_digits.py:ae=$ae${arg:+,$arg}${ldm_arg:+,$ldm_arg}"
 run_for() {  # stage seconds, then python args; SIGTERM makes the trainer checkpoint and exit 0
   local stage=$1 seconds=$2 start
   shift 2

@@ -38,6 +38,13 @@ def get_config(arg=None):
     c.evals.digit_score = ml_collections.ConfigDict(dict(num_videos=64, num_steps=100))
     # 2,000 fixed training videos: the train/held-out loss gap shows the model memorising
     c.evals.heldout_loss = ml_collections.ConfigDict(dict(num_batches=4, batch_size=64))
+    # ... and how close its samples come to them. Fresh clips of the training distribution:
+    # the `large` split's videos past the default 2,000 (same digit images); `large` itself
+    # has none left, so it compares with the test videos (other digit images: further away)
+    fresh = (dict(fresh_builder_config="large", fresh_split="train[2000:]")
+             if a.digits == "default" else {})
+    c.evals.nearest_train = ml_collections.ConfigDict(dict(num_videos=64, num_fresh=256,
+                                                           **fresh))
     if a.runlocal:
         c.data.builder_config = "tiny"
         c.pvdm.clip_frames = min(a.frames, 4)
@@ -47,8 +54,10 @@ def get_config(arg=None):
         c.train.update(dict(batch_size=8, num_steps=4, warmup_steps=0, log_every=2,
                             checkpoint_every=4, sample_every=0))
         c.sample.num_samples, c.sample.num_steps = 2, 4
-        # one cheap evaluator, so `--mode=eval` (benchmarks/pvdm_digits.sh) runs on CPU too
-        c.evals = ml_collections.ConfigDict(dict(heldout_loss=dict(num_batches=1, batch_size=4)))
+        # cheap evaluators, so `--mode=eval` (benchmarks/pvdm_digits.sh) runs on CPU too
+        c.evals = ml_collections.ConfigDict(dict(
+            heldout_loss=dict(num_batches=1, batch_size=4),
+            nearest_train=dict(num_videos=2, num_fresh=4, num_steps=4)))
     # Each example is one whole stored video (16 frames; 8 in `tiny`) with no flips, so its
     # latents never change: encode the training set once instead of every step (3.3x fewer
     # FLOPs per step, benchmarks/pvdm_latent_cache.py). Other clip lengths encode per batch.

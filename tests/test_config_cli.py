@@ -1,6 +1,7 @@
 """Configs and the CLI: overrides, typos and missing data give clear errors, not tracebacks."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -34,6 +35,27 @@ def test_configs_load_and_are_consistent(name, arg):
     assert c.train.batch_size > 0 and c.data.resolution % 2 ** (len(c.model.channel_mults) - 1) == 0
     channels = [c.model.base_channels * m for m in c.model.channel_mults]
     assert all(ch % c.model.head_dim == 0 for ch in channels)
+
+
+def test_every_shipped_config_names_known_evaluators_with_known_settings():
+    """config.evals is checked only when a run builds its evaluators, often after hours of
+    training: a typo in a shipped config must fail here instead."""
+    from vdiff.eval import evaluators
+
+    names = sorted(p.stem for p in pathlib.Path(REPO, "configs").glob("*.py")
+                   if p.stem != "__init__")
+    checked = 0
+    for name in names:
+        for arg in (None, "runlocal", "digits=large"):
+            try:
+                c = load_config(name, arg)
+            except ConfigError:  # the config has no such argument
+                continue
+            for ev, given in c.get("evals", {}).items():
+                assert ev in evaluators.EVALUATORS, (name, arg, ev)
+                evaluators.settings_for(ev, evaluators.EVALUATORS[ev].DEFAULTS, given)
+                checked += 1
+    assert checked >= 8
 
 
 def test_ucf_config_matches_paper_setting():

@@ -45,6 +45,8 @@ def digits_run(tmp_path_factory):
     config.evals.fvd = ml_collections.ConfigDict(dict(num_videos=3, num_steps=2))
     config.evals.digit_score = ml_collections.ConfigDict(dict(num_videos=2, num_steps=2))
     config.evals.heldout_loss = ml_collections.ConfigDict(dict(num_batches=2, batch_size=4))
+    config.evals.nearest_train = ml_collections.ConfigDict(dict(num_videos=2, num_fresh=4,
+                                                                fresh_split="test[4:]"))
     trainer.train_and_evaluate(config, workdir)
     yield config, workdir
     patch.undo()
@@ -60,6 +62,8 @@ def test_training_logs_fvd_at_the_end(digits_run):
     assert lines[0]["digit_confidence_real"] > 0.5
     assert lines[0]["heldout_loss_gap"] == pytest.approx(
         lines[0]["heldout_loss_test"] - lines[0]["heldout_loss_train"])
+    assert lines[0]["nn_train_videos"] == 64  # the whole tiny training split
+    assert 0.0 < lines[0]["nn_train_rmse"] < 1.0 and lines[0]["nn_train_rmse_fresh"] > 0.0
     assert os.path.isdir(os.path.join(workdir, "tensorboard"))
 
 
@@ -91,13 +95,16 @@ def test_unknown_evaluator_or_setting_is_a_config_error():
 
 
 class _ReplayMethod:
-    """Stands in for a trained model: `sample` returns fixed videos in [−1, 1]."""
+    """Stands in for a trained model: `sample` returns the first `num_samples` of fixed
+    videos (in [−1, 1]); the evaluators jit it, so it runs once per batch size."""
 
     def __init__(self, videos_uint8):
         self.videos = np.asarray(videos_uint8, np.float32) / 127.5 - 1.0
+        self.traced_batches = []
 
     def sample(self, params, rng, *, num_samples, num_steps, guidance_scale, gamma):
         del params, rng, num_steps, guidance_scale, gamma
+        self.traced_batches.append(num_samples)
         return self.videos[:num_samples]
 
 
@@ -146,3 +153,51 @@ def test_heldout_loss_is_the_methods_loss_on_fixed_batches_with_paired_noise(tmp
     same = evaluators.HeldOutLossEvaluator(config, method, None,
                                            {**settings, "splits": ("train", "train")})
     assert same(params, None)["heldout_loss_gap"] == 0.0  # paired noise, same batches
+
+
+def test_nearest_matches_brute_force_across_padded_blocks():
+    from vdiff.eval import nearest_neighbours as nn
+
+    rng = np.random.default_rng(0)
+    refs = rng.integers(0, 256, (7, 3, 4, 4, 1), dtype=np.uint8)
+    queries = np.concatenate([rng.integers(0, 256, (4, 3, 4, 4, 1), dtype=np.uint8),
+                              refs[[6, 2]]])  # exact copies, one in the padded last block
+    rmse, idx = nn.nearest(queries, refs, block=3)
+    d = (queries.reshape(6, 1, -1) / 255.0 - refs.reshape(1, 7, -1) / 255.0)
+    brute = np.sqrt(np.mean(d ** 2, axis=-1))
+    np.testing.assert_allclose(rmse, brute.min(axis=1), atol=1e-5)
+    np.testing.assert_array_equal(idx, brute.argmin(axis=1))
+    assert list(idx[4:]) == [6, 2] and np.all(rmse[4:] < 1e-5)
+    with pytest.raises(ValueError, match="one shape"):
+        nn.nearest(queries[:, :2], refs)
+
+
+def test_nearest_train_tells_copies_of_training_clips_from_new_clips(tmp_path):
+    from vdiff.data import pipeline
+    from vdiff.train import sharding
+
+    config = load_config("vdm_digits", "runlocal")  # tiny: 64 training, 16 test videos
+    config.data.data_dir = str(tmp_path)
+    config.sample.num_samples = 3  # overridden by the evaluator's batch_size
+    mesh = sharding.make_mesh((-1, 1, 1))
+    train = pipeline.take_clips(config.data, 16, split="train", seed=3, random_flip=False)
+    test = pipeline.take_clips(config.data, 16, split="test", seed=0, random_flip=False)
+    settings = evaluators.settings_for("nearest_train", evaluators.NearestTrainEvaluator.DEFAULTS,
+                                       dict(num_videos=16, num_fresh=16, batch_size=16))
+    rng = jax.random.key(0)
+    copier = _ReplayMethod(train)
+    ev = evaluators.NearestTrainEvaluator(config, copier, mesh, {**settings, "batch_size": 5})
+    copies = ev(None, rng)
+    assert copier.traced_batches == [8]  # batch_size 5 rounded up to 8 data-parallel devices
+    assert copies["nn_train_videos"] == 64
+    assert copies["nn_train_rmse"] < 1e-6 and copies["nn_train_ratio"] < 1e-5
+    assert copies["nn_train_close_fraction"] == 1.0
+    # the fresh clips themselves, replayed: as far from the training set as fresh data
+    fresh = evaluators.NearestTrainEvaluator(config, _ReplayMethod(test), mesh, settings)(None,
+                                                                                          rng)
+    assert fresh["nn_train_ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert fresh["nn_train_close_fraction"] == pytest.approx(1 / 16)  # only the nearest one
+    assert fresh["nn_train_rmse_fresh"] > 0.05
+    wrong = _ReplayMethod(train[:, :2])
+    with pytest.raises(ConfigError, match="shapes must match"):
+        evaluators.NearestTrainEvaluator(config, wrong, mesh, settings)(None, rng)

@@ -628,6 +628,7 @@ def test_cli_latent_training_and_long_video(cli):
     assert ev["step"] == 4 and np.isfinite(ev["heldout_loss_test"])
     assert ev["heldout_loss_gap"] == pytest.approx(ev["heldout_loss_test"]
                                                    - ev["heldout_loss_train"])
+    assert ev["nn_train_videos"] == 64 and 0.0 < ev["nn_train_rmse"] < 1.0  # 8-frame samples
     out = cli.sample.result()
     with np.load(out / "samples.npz") as f:
         videos = f["videos"]

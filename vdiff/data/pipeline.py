@@ -201,7 +201,7 @@ def get_data_source(data_config: Any, *, split: str):
 
 
 def _split_source(builder, data_config: Any, split: str):
-    if split not in builder.info.splits:
+    if split.split("[")[0] not in builder.info.splits:  # TFDS slices: 'train[2000:]'
         raise ConfigError(f"split {split!r} not in {data_config.name} "
                           f"(has {sorted(builder.info.splits)})")
     return builder.as_data_source(split=split)

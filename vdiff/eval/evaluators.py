@@ -22,6 +22,12 @@ The trainer calls them every `train.eval_every` steps and at the last step;
     digit_score           moving digits only: how recognisable the digits in N sampled clips
                           are to a digit classifier (vdiff/eval/digit_score.py), next to the
                           same numbers for real frames; FVD cannot see this at 32×32
+    nearest_train         memorisation: each of N sampled clips' distance to its nearest
+                          training clip, against the same for fresh clips the model never saw
+                          (vdiff/eval/nearest_neighbours.py)
+
+The sampling evaluators (fvd, digit_score, nearest_train) sample in batches of their own
+`batch_size` setting (0: `sample.num_samples`), rounded up to the data-parallel size.
 """
 
 from __future__ import annotations
@@ -65,7 +71,8 @@ def to_i3d_clips(videos: np.ndarray) -> np.ndarray:
 
 class _SampledClips:
     """Samples `num_videos` clips from the method with the evaluator's sampler settings,
-    in batches of `sample.num_samples` rounded up to the mesh's data-parallel size."""
+    in batches of the evaluator's `batch_size` (0: `sample.num_samples`) rounded up to the
+    mesh's data-parallel size."""
 
     def __init__(self, name: str, config: Any, method: Any, mesh: Any,
                  settings: dict[str, Any]):
@@ -75,8 +82,8 @@ class _SampledClips:
             raise ConfigError(f"the {name} evaluator runs in one process only for now: drop "
                               f"config.evals.{name} for multi-host training and run "
                               "--mode=eval on one host")
-        self.batch = sharding.round_up_to_data_parallel(
-            max(int(config.sample.num_samples), 1), mesh)
+        batch = int(settings.get("batch_size", 0)) or int(config.sample.num_samples)
+        self.batch = sharding.round_up_to_data_parallel(max(batch, 1), mesh)
         s = settings
         self.sample_fn = jax.jit(lambda p, r: method.sample(
             p, r, num_samples=self.batch, num_steps=int(s["num_steps"]),
@@ -97,7 +104,7 @@ class FVDEvaluator:
     """FVD of `num_videos` samples of the method against as many held-out clips."""
 
     DEFAULTS = dict(num_videos=256, split="test", num_steps=50, gamma=0.3, guidance_scale=0.0,
-                    i3d_batch_size=16, seed=0)
+                    i3d_batch_size=16, seed=0, batch_size=0)
 
     def __init__(self, config: Any, method: Any, mesh: Any, settings: dict[str, Any]):
         from vdiff.eval import i3d
@@ -139,7 +146,7 @@ class DigitScoreEvaluator:
     numbers for real held-out frames (`digit_confidence_real`, `digit_score_real`). The
     gap between the two is how far samples are from recognisable digits."""
 
-    DEFAULTS = dict(num_videos=64, num_steps=100, gamma=0.3, guidance_scale=0.0)
+    DEFAULTS = dict(num_videos=64, num_steps=100, gamma=0.3, guidance_scale=0.0, batch_size=0)
 
     def __init__(self, config: Any, method: Any, mesh: Any, settings: dict[str, Any]):
         from vdiff.eval import digit_score
@@ -162,6 +169,67 @@ class DigitScoreEvaluator:
         return {"digit_confidence": got["confidence"], "digit_score": got["score"],
                 "digit_confidence_real": self.real["confidence"],
                 "digit_score_real": self.real["score"]}
+
+
+class NearestTrainEvaluator:
+    """Memorisation check: the distance (RMSE, [0, 1] scale) from each of `num_videos`
+    samples to its nearest clip among `num_train_videos` clips of the training split (0: all
+    of it), against the same distance for `num_fresh` fresh clips the model never trained
+    on. Reported: `nn_train_rmse` (mean over samples), `nn_train_rmse_fresh`,
+    `nn_train_ratio` (their ratio: ≈ 1 for new samples, → 0 for copies) and
+    `nn_train_close_fraction` (samples nearer than the 5 % quantile of fresh clips: ≈ 0.05
+    for new samples).
+
+    Fresh clips default to the held-out split. Moving digits keeps its test digit images
+    apart from the training ones, so test clips are further from the training set than new
+    clips of training digits would be; `fresh_builder_config='large', fresh_split=
+    'train[2000:]'` gives a model trained on the default 2,000 videos fresh videos of its
+    own distribution (the `large` training split extends the default one). Training clips
+    come through the data pipeline without flips, one temporal crop per video, so for
+    clips shorter than the stored videos the distance is to one crop of each video."""
+
+    DEFAULTS = dict(num_videos=64, num_train_videos=0, num_fresh=256, fresh_split="test",
+                    fresh_builder_config="", quantile=0.05, num_steps=100, gamma=0.3,
+                    guidance_scale=0.0, batch_size=0, seed=0)
+
+    def __init__(self, config: Any, method: Any, mesh: Any, settings: dict[str, Any]):
+        from vdiff.data import pipeline
+
+        self.s = settings
+        self.sample = _SampledClips("nearest_train", config, method, mesh, settings)
+        d = config.data.copy_and_resolve_references()
+        num_train = int(settings["num_train_videos"]) or len(
+            pipeline.get_data_source(d, split="train"))
+        seed = int(settings["seed"])
+        self.train = pipeline.take_clips(d, num_train, split="train", seed=seed,
+                                         random_flip=False)
+        fresh = d.copy_and_resolve_references()
+        if settings["fresh_builder_config"]:
+            fresh.builder_config = settings["fresh_builder_config"]
+        self.fresh = pipeline.take_clips(fresh, int(settings["num_fresh"]),
+                                         split=settings["fresh_split"], seed=seed,
+                                         random_flip=False)
+        self.fresh_rmse = None
+        logging.info("nearest_train: %d training clips, %d fresh clips", len(self.train),
+                     len(self.fresh))
+
+    def __call__(self, params: Any, rng: jax.Array) -> dict[str, float]:
+        from vdiff.eval import nearest_neighbours as nn
+
+        if self.fresh_rmse is None:
+            self.fresh_rmse, _ = nn.nearest(self.fresh, self.train)
+        samples = self.sample(params, rng, int(self.s["num_videos"]))
+        if samples.shape[1:] != self.train.shape[1:]:
+            raise ConfigError(f"nearest_train compares samples {samples.shape[1:]} with "
+                              f"training clips {self.train.shape[1:]}: their shapes must match "
+                              "(data.num_frames, resolution and channels of the sampler)")
+        rmse, _ = nn.nearest(samples, self.train)
+        stats = nn.memorisation_stats(rmse, self.fresh_rmse, float(self.s["quantile"]))
+        return {"nn_train_rmse": float(np.mean(rmse)),
+                "nn_train_rmse_fresh": float(np.mean(self.fresh_rmse)),
+                "nn_train_ratio": stats["ratio"],
+                "nn_train_close_fraction": stats["close_fraction"],
+                "nn_train_videos": float(len(self.train))}
 
 
 class SinFusionNextFrameEvaluator:
@@ -400,10 +468,11 @@ EVALUATORS: dict[str, Any] = {
     "pvdm_reconstruction": PVDMReconstructionEvaluator,
     "digit_score": DigitScoreEvaluator,
     "heldout_loss": HeldOutLossEvaluator,
+    "nearest_train": NearestTrainEvaluator,
 }
 APPLIES_TO = {"fvd": ("vdm", "vdm_sr", "pvdm_ldm"), "sinfusion_next_frame": ("sinfusion",),
               "pvdm_reconstruction": ("pvdm_ae",), "digit_score": ("vdm", "pvdm_ldm"),
-              "heldout_loss": ("vdm", "pvdm_ldm")}
+              "heldout_loss": ("vdm", "pvdm_ldm"), "nearest_train": ("vdm", "pvdm_ldm")}
 
 
 def build_evaluators(config: Any, method: Any, mesh: Any) -> list[tuple[str, Any]]:
