@@ -37,6 +37,10 @@ def get_config(arg=None):
         c.evals.fvd = ml_collections.ConfigDict(dict(num_videos=200, num_steps=128))
         c.evals.digit_score = ml_collections.ConfigDict(dict(num_videos=64, num_steps=128))
         c.evals.heldout_loss = ml_collections.ConfigDict(dict(num_batches=4, batch_size=32))
+        # memorisation: fresh clips of training digits from the `large` split's extra videos
+        c.evals.nearest_train = ml_collections.ConfigDict(dict(
+            num_videos=64, num_steps=128, num_fresh=256, fresh_builder_config="large",
+            fresh_split="train[2000:]"))
         c.train.eval_every = 10_000
     else:  # CPU demo: a few minutes on 2 cores (measured in README)
         c.data.num_frames, c.data.resolution = 8, 32

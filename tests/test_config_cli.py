@@ -46,7 +46,7 @@ def test_every_shipped_config_names_known_evaluators_with_known_settings():
                    if p.stem != "__init__")
     checked = 0
     for name in names:
-        for arg in (None, "runlocal", "digits=large"):
+        for arg in (None, "runlocal", "full", "digits=large"):
             try:
                 c = load_config(name, arg)
             except ConfigError:  # the config has no such argument
