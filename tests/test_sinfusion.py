@@ -401,3 +401,21 @@ def test_shrinkage_is_fitted_on_validation_pairs_and_applied_to_test_pairs():
     # a Predictor whose change points away from the truth is shrunk to the copy
     out = ev._shrunk(1, predicted("val", -1.0), predicted("test", 3.0))
     assert out["shrinkage_alpha_k1"] == 0.0
+
+
+def test_shrinkage_maximises_the_mean_psnr_not_the_pooled_squared_error():
+    """Pair 1 moves a lot and its predicted change is half right; pair 2 barely moves and
+    its prediction is 10× the wrong way. Pooled squared error wants the full change (the
+    big pair dominates: α = 490/350 → 1); the mean PSNR is best with none of it."""
+    from vdiff.eval.evaluators import best_shrinkage
+
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(2, 64))
+    d[0] *= np.sqrt(1000 / np.sum(d[0] ** 2))
+    d[1] *= np.sqrt(1 / np.sum(d[1] ** 2))
+    r = np.stack([0.5 * d[0], -10 * d[1]])
+    prev = np.zeros_like(d)
+    assert np.sum(d * r) / np.sum(r * r) > 1  # the pooled fit, before clipping
+    assert best_shrinkage(prev, d, r) == 0.0
+    # per-pair optima agree: both at ½ (a 2× prediction on both pairs)
+    assert best_shrinkage(prev, d, 2 * d) == 0.5

@@ -137,16 +137,26 @@ def test_predictor_beats_copy_last_frame_on_a_predictable_video(tmp_path):
     than the last frame is (measured: 26.9 vs 19.6 dB after 400 steps)."""
     video = _panning_video(str(tmp_path / "pan"))
     workdir = tmp_path / "run"
-    _main(VIDEO_CONFIG, workdir, "--config.data.resolution=16", "--config.data.num_frames=40",
-          "--config.data.max_frames=40",
-          "--config.diffusion.parameterization=x0", "--config.sinfusion.residual=True",
-          "--config.train.num_steps=400", "--config.sinfusion.role_steps.predictor=400",
-          "--config.train.lr_schedule=constant", "--config.sinfusion.curriculum_stage_steps=1000000",
-          "--config.train.checkpoint_every=400", "--config.evals.sinfusion_next_frame.strides=1,",
-          arg=f"runlocal=True,frames=40,role=predictor,video={video}")
+    flags = ["--config.data.resolution=16", "--config.data.num_frames=40",
+             "--config.data.max_frames=40",
+             "--config.diffusion.parameterization=x0", "--config.sinfusion.residual=True",
+             "--config.train.num_steps=400", "--config.sinfusion.role_steps.predictor=400",
+             "--config.train.lr_schedule=constant",
+             "--config.sinfusion.curriculum_stage_steps=1000000",
+             "--config.train.checkpoint_every=400",
+             "--config.evals.sinfusion_next_frame.strides=1,"]
+    arg = f"runlocal=True,frames=40,role=predictor,video={video}"
+    _main(VIDEO_CONFIG, workdir, *flags, arg=arg)
     with open(workdir / "predictor" / "eval.jsonl") as f:
         result = json.loads(f.readlines()[-1])
     assert result["step"] == 400 and result["next_frame_in_sample"] == 0
     assert result["next_frame_pairs_k1"] == 8
     assert result["next_frame_psnr_posterior_mean_k1"] > result["copy_last_frame_psnr_k1"] + 4.0
     assert result["next_frame_psnr_k1"] > result["copy_last_frame_psnr_k1"] + 4.0
+    # --mode=eval on a Predictor trained alone: next-frame scores, no NNF (no Projector)
+    out = _main(VIDEO_CONFIG, workdir, *flags, "--mode=eval", arg=arg)
+    with open(workdir / "eval.jsonl") as f:
+        again = json.loads(f.readlines()[-1])
+    assert again["step"] == 400  # another key than training's, so not the same value
+    assert again["next_frame_psnr_posterior_mean_k1"] > again["copy_last_frame_psnr_k1"] + 4.0
+    assert "nnfdiv" not in again and "NNFDIV / NNFDIST skipped" in out.stderr

@@ -232,6 +232,24 @@ class NearestTrainEvaluator:
                 "nn_train_videos": float(len(self.train))}
 
 
+def best_shrinkage(prev: np.ndarray, target: np.ndarray, change: np.ndarray,
+                   num: int = 1001) -> float:
+    """The α on a grid of `num` points in [0, 1] that maximises the mean over pairs of
+    PSNR(prev + α·change, target), with each pair's squared error in closed form:
+    ‖d − α r‖² = ‖d‖² − 2α⟨d, r⟩ + α²‖r‖² (d = target − prev). The mean of per-pair PSNRs
+    is the reported score; fitting the pooled squared error instead can pick an α whose
+    mean PSNR is below the copy's (seen on carphone at 36×44: α = 1 at k = 2, 0.03 dB
+    below copy on the validation pairs)."""
+    n = len(prev)
+    d = (target - prev).reshape(n, -1).astype(np.float64)
+    r = change.reshape(n, -1).astype(np.float64)
+    dd, dr, rr = (d * d).sum(1), (d * r).sum(1), (r * r).sum(1)
+    alphas = np.linspace(0.0, 1.0, num)
+    sse = dd[None] - 2 * alphas[:, None] * dr[None] + alphas[:, None] ** 2 * rr[None]
+    mse = np.maximum(sse, 1e-20) / d.shape[1]  # a perfect α would be +inf dB
+    return float(alphas[np.argmax(np.mean(-np.log10(mse), axis=1))])
+
+
 class SinFusionNextFrameEvaluator:
     """Next-frame PSNR of the SinFusion Predictor on held-out frames, against copy-last-frame.
 
@@ -259,11 +277,13 @@ class SinFusionNextFrameEvaluator:
     (early stopping) then leaves the test score unbiased.
 
     With validation frames and a posterior mean, the evaluator also fits one number per k
-    on the validation pairs: the shrinkage α of the predicted change r = mean − prev that
-    minimises Σ‖target − (prev + α r)‖² (α* = Σ⟨target − prev, r⟩ / Σ‖r‖², clipped to
-    [0, 1]), and reports the test PSNR of prev + α* r as `next_frame_psnr_shrunk_k*`, with
-    `shrinkage_alpha_k*`. α* < 1 says the Predictor predicts more change than the held-out
-    frames have; the test frames play no part in choosing it.
+    on the validation pairs: the shrinkage α ∈ [0, 1] of the predicted change
+    r = mean − prev that maximises the reported score, the mean PSNR of prev + α r over the
+    pairs (`best_shrinkage`), and reports the test PSNR of prev + α* r as
+    `next_frame_psnr_shrunk_k*`, with `shrinkage_alpha_k*`. α* < 1 says the Predictor
+    predicts more change than the held-out frames have; α = 0 (the copy) is a candidate, so
+    the shrunk Predictor never scores below copy on the validation pairs; the test frames
+    play no part in choosing it.
     """
 
     DEFAULTS = dict(strides=(1, 2, 3), max_pairs=16, eta=0.0, seed=0, num_samples=1,
@@ -328,8 +348,7 @@ class SinFusionNextFrameEvaluator:
             return prev, self.frames[targets], np.asarray(mean, np.float32) - prev
 
         prev, real, r = change("val", val_mean)
-        alpha = float(np.clip(np.sum((real - prev) * r) / max(float(np.sum(r * r)), 1e-12),
-                              0.0, 1.0))
+        alpha = best_shrinkage(prev, real, r)
         prev, real, r = change("test", test_mean)
         shrunk = image_metrics.psnr(jnp.asarray(prev + alpha * r), jnp.asarray(real),
                                     data_range=2.0)

@@ -61,7 +61,7 @@ def evaluate_sinfusion(config: Any, workdir: str, *, num_videos: int = 4) -> dic
     from vdiff.eval.nnf import nnf_metrics
     from vdiff.methods import sinfusion_apps as apps
     from vdiff.methods.sinfusion import make_sinfusion, role_config
-    from vdiff.sampling import restore_ema_params
+    from vdiff.sampling import CheckpointNotFoundError, restore_ema_params
     from vdiff.train import sharding
 
     mesh = sharding.make_mesh((1, -1, 1))
@@ -69,10 +69,17 @@ def evaluate_sinfusion(config: Any, workdir: str, *, num_videos: int = 4) -> dic
     for role in ("predictor", "projector"):
         cfg = role_config(config, role)
         method = make_sinfusion(cfg)
-        params, step = restore_ema_params(cfg, os.path.join(workdir, role), method, mesh)
+        try:
+            params, step = restore_ema_params(cfg, os.path.join(workdir, role), method, mesh)
+        except CheckpointNotFoundError:
+            if role == "predictor":
+                raise
+            # a Predictor trained alone (role=predictor) is still scored on next frames
+            logging.warning("no Projector checkpoint in %s: NNFDIV / NNFDIST skipped (they "
+                            "need generated videos: Predictor + Projector)", workdir)
+            continue
         restored[role] = (cfg, method, params, step)
     cfg, pred, p_pred, step = restored["predictor"]
-    _, proj, p_proj, _ = restored["projector"]
     rng = jax.random.key(config.seed)
     with jax.set_mesh(mesh):
         settings = evaluators_lib.settings_for(
@@ -80,6 +87,11 @@ def evaluate_sinfusion(config: Any, workdir: str, *, num_videos: int = 4) -> dic
             config.evals.get("sinfusion_next_frame", {}))
         results = evaluators_lib.SinFusionNextFrameEvaluator(cfg, pred, mesh, settings)(
             p_pred, rng)
+        if "projector" not in restored:
+            write_results(workdir, step, results)
+            print(json.dumps({"step": step, **results}, indent=2))
+            return results
+        _, proj, p_proj, _ = restored["projector"]
         d = cfg.data
         original = load_frames(d.source_dir, resolution=d.resolution, channels=d.channels)
         train = original[:d.num_frames] if d.max_frames else original
