@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from typing import Any
 
@@ -197,18 +198,15 @@ class NearestTrainEvaluator:
 
         self.s = settings
         self.sample = _SampledClips("nearest_train", config, method, mesh, settings)
-        d = config.data.copy_and_resolve_references()
-        num_train = int(settings["num_train_videos"]) or len(
-            pipeline.get_data_source(d, split="train"))
         seed = int(settings["seed"])
-        self.train = pipeline.take_clips(d, num_train, split="train", seed=seed,
+        num_train = int(settings["num_train_videos"]) or sys.maxsize  # take_clips clamps
+        self.train = pipeline.take_clips(config.data, num_train, split="train", seed=seed,
                                          random_flip=False)
-        fresh = d.copy_and_resolve_references()
-        if settings["fresh_builder_config"]:
-            fresh.builder_config = settings["fresh_builder_config"]
-        self.fresh = pipeline.take_clips(fresh, int(settings["num_fresh"]),
+        fresh = ({"builder_config": settings["fresh_builder_config"]}
+                 if settings["fresh_builder_config"] else {})
+        self.fresh = pipeline.take_clips(config.data, int(settings["num_fresh"]),
                                          split=settings["fresh_split"], seed=seed,
-                                         random_flip=False)
+                                         random_flip=False, **fresh)
         self.fresh_rmse = None
         logging.info("nearest_train: %d training clips, %d fresh clips", len(self.train),
                      len(self.fresh))

@@ -57,9 +57,6 @@ def evaluate_workdir(config: Any, workdir: str) -> dict[str, float]:
 
 def evaluate_sinfusion(config: Any, workdir: str, *, num_videos: int = 4) -> dict[str, float]:
     """Predictor next-frame PSNR (held-out frames) and NNF metrics of generated videos."""
-    from vdiff.data.single_video import load_frames
-    from vdiff.eval.nnf import nnf_metrics
-    from vdiff.methods import sinfusion_apps as apps
     from vdiff.methods.sinfusion import make_sinfusion, role_config
     from vdiff.sampling import CheckpointNotFoundError, restore_ema_params
     from vdiff.train import sharding
@@ -87,24 +84,33 @@ def evaluate_sinfusion(config: Any, workdir: str, *, num_videos: int = 4) -> dic
             config.evals.get("sinfusion_next_frame", {}))
         results = evaluators_lib.SinFusionNextFrameEvaluator(cfg, pred, mesh, settings)(
             p_pred, rng)
-        if "projector" not in restored:
-            write_results(workdir, step, results)
-            print(json.dumps({"step": step, **results}, indent=2))
-            return results
-        _, proj, p_proj, _ = restored["projector"]
-        d = cfg.data
-        original = load_frames(d.source_dir, resolution=d.resolution, channels=d.channels)
-        train = original[:d.num_frames] if d.max_frames else original
-        start = train[0].astype(np.float32) / 127.5 - 1.0
-        roll = jax.jit(lambda pp, pj, r: apps.generate_video(pred, proj, pp, pj, r, start,
-                                                             len(train)))
-        scores = [nnf_metrics(np.asarray(roll(p_pred, p_proj, jax.random.fold_in(rng, 100 + i))),
-                              train.astype(np.float32) / 127.5 - 1.0)
-                  for i in range(num_videos)]
-    results["nnfdiv"] = float(np.mean([s["nnfdiv"] for s in scores]))
-    results["nnfdist"] = float(np.mean([s["nnfdist"] for s in scores]))
-    results["nnf_videos"] = float(num_videos)
+        if "projector" in restored:
+            _, proj, p_proj, _ = restored["projector"]
+            results.update(_nnf_of_generated_videos(cfg, pred, p_pred, proj, p_proj, rng,
+                                                    num_videos))
     logging.info("SinFusion eval at predictor step %d: %s", step, results)
     write_results(workdir, step, results)
     print(json.dumps({"step": step, **results}, indent=2))
     return results
+
+
+def _nnf_of_generated_videos(cfg: Any, pred: Any, p_pred: Any, proj: Any, p_proj: Any,
+                             rng: jax.Array, num_videos: int) -> dict[str, float]:
+    """NNFDIV / NNFDIST of `num_videos` Predictor + Projector videos against the training
+    frames (each video as long as the training clip, from its first frame)."""
+    from vdiff.data.single_video import load_frames
+    from vdiff.eval.nnf import nnf_metrics
+    from vdiff.methods import sinfusion_apps as apps
+
+    d = cfg.data
+    original = load_frames(d.source_dir, resolution=d.resolution, channels=d.channels)
+    train = original[:d.num_frames] if d.max_frames else original
+    start = train[0].astype(np.float32) / 127.5 - 1.0
+    roll = jax.jit(lambda pp, pj, r: apps.generate_video(pred, proj, pp, pj, r, start,
+                                                         len(train)))
+    scores = [nnf_metrics(np.asarray(roll(p_pred, p_proj, jax.random.fold_in(rng, 100 + i))),
+                          train.astype(np.float32) / 127.5 - 1.0)
+              for i in range(num_videos)]
+    return {"nnfdiv": float(np.mean([s["nnfdiv"] for s in scores])),
+            "nnfdist": float(np.mean([s["nnfdist"] for s in scores])),
+            "nnf_videos": float(num_videos)}
