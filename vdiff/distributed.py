@@ -92,3 +92,24 @@ def initialize(env: Mapping[str, str] | None = None, *, force: bool = False) -> 
                  spec.source, jax.process_index(), jax.process_count(),
                  jax.local_device_count())
     return True
+
+
+_barrier_uses: dict[str, int] = {}
+
+
+def barrier(name: str, *, timeout_s: float = 900.0) -> None:
+    """Waits until every process reaches `barrier(name)`; nothing to do for one process.
+
+    It goes through the coordination service, not a device collective, on purpose: a CPU
+    (gloo) collective gives up when a peer is 30 s late, and processes that compile the same
+    program on a loaded host can finish that far apart. So call it between a compile and the
+    first run of what was compiled. JAX has no public barrier of this kind, hence the private
+    client (the same one Orbax's multihost barriers use).
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed as jax_distributed
+
+    count = _barrier_uses[name] = _barrier_uses.get(name, -1) + 1  # ids must not repeat
+    jax_distributed.global_state.client.wait_at_barrier(f"vdiff/{name}/{count}",
+                                                        timeout_in_ms=int(timeout_s * 1000))

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from vdiff import config_lib
+from vdiff import config_lib, distributed
 from vdiff.data import pipeline, video_io
 from vdiff.eval import evaluators as evaluators_lib
 from vdiff.eval import run_eval
@@ -74,7 +74,6 @@ def _over_budget(config: Any, t_start: float) -> bool:
         return False
     over = np.bool_(time.perf_counter() - t_start > limit)
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
         over = multihost_utils.broadcast_one_to_all(over)
     return bool(over)
 
@@ -183,6 +182,7 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
                     step_fn = lowered.compile()
                     flops = metrics_lib.step_flops(lowered, step_fn, mesh.size)
                     _log("compiled the train step in %.1fs", time.perf_counter() - t0)
+                    distributed.barrier("train_step_compiled")  # first run's collectives
                     t_window = time.perf_counter()
                 state, m = step_fn(state, batch, rng_train)
                 step += 1
