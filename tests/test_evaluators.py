@@ -67,12 +67,22 @@ def test_training_logs_fvd_at_the_end(digits_run):
     assert os.path.isdir(os.path.join(workdir, "tensorboard"))
 
 
-def test_mode_eval_appends_a_result(digits_run):
+def test_mode_eval_appends_a_result_that_reproduces_training_time_evaluation(digits_run):
+    """`--mode=eval` restores the run's EMA params and appends a line at its step. Only the
+    held-out loss runs here: it uses fixed batches and fixed noise, so it must reproduce the
+    value logged during training (the sampling evaluators' plumbing is checked above, and
+    compiling them again would cost minutes of CPU)."""
     config, workdir = digits_run
+    config = config.copy_and_resolve_references()
+    config.evals = ml_collections.ConfigDict({"heldout_loss": config.evals.heldout_loss})
     results = run_eval.evaluate_workdir(config, workdir)
     lines = [json.loads(x) for x in open(os.path.join(workdir, "eval.jsonl"))]
     assert len(lines) == 2 and lines[-1]["step"] == 4
-    assert results["fvd"] == pytest.approx(lines[-1]["fvd"])
+    keys = sorted(k for k in lines[0] if k.startswith("heldout_loss"))
+    assert len(keys) == 3 and sorted(results) == keys
+    for key in keys:
+        assert lines[-1][key] == pytest.approx(results[key])
+        assert results[key] == pytest.approx(lines[0][key], rel=1e-5, abs=2e-6), key
 
 
 def test_short_clips_are_stretched_to_16_frames_and_grey_to_rgb():
