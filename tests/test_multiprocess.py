@@ -66,7 +66,7 @@ def _losses(workdir: str) -> dict[int, float]:
         return {m["step"]: m["loss"] for m in map(json.loads, f) if "loss" in m}
 
 
-@pytest.mark.alone  # gloo collectives time out when a peer is 30 s late on a loaded host
+@pytest.mark.alone  # gloo's connection setup times out when a peer is 30 s late
 def test_two_processes_train_like_one_process_through_a_checkpoint(tmp_path):
     from vdiff.train.checkpoint import load_raw
 

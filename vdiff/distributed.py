@@ -100,10 +100,11 @@ _barrier_uses: dict[str, int] = {}
 def barrier(name: str, *, timeout_s: float = 900.0) -> None:
     """Waits until every process reaches `barrier(name)`; nothing to do for one process.
 
-    It goes through the coordination service, not a device collective, on purpose: a CPU
-    (gloo) collective gives up when a peer is 30 s late, and processes that compile the same
-    program on a loaded host can finish that far apart. So call it between a compile and the
-    first run of what was compiled. JAX has no public barrier of this kind, hence the private
+    It goes through the coordination service, not a device collective, on purpose: the first
+    CPU (gloo) collective over a set of devices sets up its connections and gives up when a
+    peer is 30 s late (later ones wait: 45 s measured), and processes that compile the same
+    program on a loaded host can finish that far apart. So call it between the compile and
+    the first run of the first program with collectives (the train step). JAX has no public barrier of this kind, hence the private
     client (the same one Orbax's multihost barriers use).
     """
     if jax.process_count() == 1:
