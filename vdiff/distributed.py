@@ -104,8 +104,8 @@ def barrier(name: str, *, timeout_s: float = 900.0) -> None:
     CPU (gloo) collective over a set of devices sets up its connections and gives up when a
     peer is 30 s late (later ones wait: 45 s measured), and processes that compile the same
     program on a loaded host can finish that far apart. So call it between the compile and
-    the first run of the first program with collectives (the train step). JAX has no public barrier of this kind, hence the private
-    client (the same one Orbax's multihost barriers use).
+    the first run of the first program with collectives (the train step). JAX has no public
+    barrier of this kind, hence the private client (the one Orbax's multihost barriers use).
     """
     if jax.process_count() == 1:
         return
