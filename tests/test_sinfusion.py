@@ -123,6 +123,31 @@ def test_predictor_inputs_use_frame_n_and_target_n_plus_k():
     assert inp.cond.shape == inp.x0.shape == (3, 4, 4, C)
 
 
+def test_predictor_context_frames_step_back_by_k():
+    """context_frames = 2: cond = [frame n ‖ frame n − k] (n − k is the frame before n in the
+    direction of prediction, so backward k < 0 looks at n + |k|)."""
+    video = frame_index_video(3, 8)
+    n, k = jnp.array([2, 4, 5]), jnp.array([1, -3, 2])
+    inp = sf.predictor_inputs(video, n, k, context=2)
+    assert inp.cond.shape == (3, 4, 4, 2 * C)
+    np.testing.assert_allclose(inp.cond[:, 0, 0, 0], [0.2, 0.4, 0.5], atol=1e-6)  # frame n
+    np.testing.assert_allclose(inp.cond[:, 0, 0, C], [0.1, 0.7, 0.3], atol=1e-6)  # n − k
+    np.testing.assert_allclose(inp.x0[:, 0, 0, 0], [0.3, 0.1, 0.7], atol=1e-6)
+
+
+@pytest.mark.parametrize("context", [2, 3])
+def test_frame_pairs_leave_room_for_every_context_frame(context):
+    fn = jax.jit(jax.vmap(lambda r: sf.sample_frame_pair(
+        r, None, 7, max_k=3, stage_steps=10, context=context)))
+    n, k = (np.asarray(x) for x in fn(jax.random.split(jax.random.key(0), 4000)))
+    assert set(np.abs(k).tolist()) == set(range(1, 6 // context + 1))  # c·|k| ≤ T − 1
+    for j in range(context):  # every context frame n − j·k and the target are in the video
+        assert np.all((n - j * k >= 0) & (n - j * k < 7))
+    assert np.all((n + k >= 0) & (n + k < 7))
+    # and every such start frame is drawn: k = 1, c = 2 → n ∈ [1, 5]
+    assert set(n[k == 1].tolist()) == set(range(context - 1, 6))
+
+
 def test_interpolator_and_projector_inputs():
     video = frame_index_video(2, 6)
     inp = sf.interpolator_inputs(video, jnp.array([0, 3]))
@@ -203,6 +228,24 @@ def test_residual_predictor_starts_as_copy_last_frame():
     with pytest.raises(sf.ConfigError, match="residual"):
         sf.make_sinfusion(c)
 
+def test_residual_predictor_with_two_context_frames_starts_as_copy_of_frame_n():
+    c = tiny_config("predictor")
+    c.diffusion.parameterization, c.sinfusion.residual = "x0", True
+    c.sinfusion.context_frames = 2
+    m = sf.make_sinfusion(c)
+    batch = m.example_batch(1)
+    params = strip_boxes(m.init(jax.random.key(0), batch))
+    frames = sf.synthetic_frames(2, 2, 17, 17, C)  # [2, 2, H, W, C]: frames n and n − 1
+    cond = jnp.concatenate([frames[:, 0], frames[:, 1]], axis=-1)
+    out = apps.posterior_mean_frames(m, params, jax.random.key(1), frames[:, 0].shape,
+                                     cond=cond, frame_diff=1)
+    np.testing.assert_allclose(np.asarray(out), np.clip(np.asarray(frames[:, 0]), -1, 1),
+                               atol=1e-5)
+    c.data.num_frames = 2
+    with pytest.raises(ConfigError, match="context_frames=2 needs data.num_frames ≥ 3"):
+        sf.make_sinfusion(c)
+
+
 def test_posterior_mean_is_the_x0_prediction_at_the_noisiest_level():
     """One call at λ(1): for x0-prediction the output is x̂0(z₁, λ(1)); a residual Predictor
     at initialisation gives the copy of frame n, whatever the noise draw."""
@@ -277,6 +320,34 @@ def test_extrapolate_directions(fakes):
     # backward: k = −1 at every step (each frame 0.1 below the next), real frame last
     np.testing.assert_allclose(back[:, 0, 0, 0], [0.2, 0.3, 0.4, 0.5], atol=1e-5)
     np.testing.assert_array_equal(back[-1], frame)
+
+
+class VelocityPredictor(sf.SinFusionPredictor):
+    """x̂0 = frame n + (frame n − frame n − k): constant velocity from two context frames."""
+
+    def denoiser(self, params, *, cond=None, frame_diff=None):
+        return lambda z, logsnr: jnp.broadcast_to(2 * cond[..., :C] - cond[..., C:], z.shape)
+
+
+def test_rollouts_feed_back_their_own_last_frames_as_context():
+    c = tiny_config("predictor")
+    c.sinfusion.context_frames = 2
+    pred = VelocityPredictor(c)
+    frame = jnp.full((4, 4, C), 0.3)
+    # the real frame before the start (0.2) sets the velocity, which the rollout keeps
+    fwd = apps.extrapolate(pred, None, None, None, jax.random.key(0), frame, 4,
+                           history=jnp.full((1, 4, 4, C), 0.2))
+    np.testing.assert_allclose(fwd[:, 0, 0, 0], [0.3, 0.4, 0.5, 0.6], atol=1e-5)
+    # backward: the history is the real frame after the start
+    back = apps.extrapolate(pred, None, None, None, jax.random.key(0), frame, 3, direction=-1,
+                            history=jnp.full((1, 4, 4, C), 0.5))
+    np.testing.assert_allclose(back[:, 0, 0, 0], [-0.1, 0.1, 0.3], atol=1e-5)
+    # no history: the first frame is repeated, i.e. no motion
+    still = apps.generate_video(pred, None, None, None, jax.random.key(0), frame, 3)
+    np.testing.assert_allclose(still, 0.3, atol=1e-6)
+    with pytest.raises(ValueError, match="history has 2 frames"):
+        apps.generate_video(pred, None, None, None, jax.random.key(0), frame, 3,
+                            history=jnp.zeros((2, 4, 4, C)))
 
 
 @pytest.mark.parametrize("factor", [2, 4])
@@ -373,11 +444,24 @@ def _fresh_residual_predictor_evaluator(**settings):
     spec.loader.exec_module(module)
     config = module.get_config("runlocal")
     config.diffusion.parameterization, config.sinfusion.residual = "x0", True
+    config.sinfusion.context_frames = settings.pop("context_frames", 1)
     m = sf.make_sinfusion(sf.role_config(config, "predictor"))
     params = strip_boxes(m.init(jax.random.key(0), m.example_batch(1)))
     ev = SinFusionNextFrameEvaluator(config, m, None,
                                      {**SinFusionNextFrameEvaluator.DEFAULTS, **settings})
     return ev, params, config
+
+
+def test_next_frame_evaluator_gives_a_two_frame_predictor_frames_n_and_n_minus_k():
+    """context_frames = 2: the evaluator conditions on frames n and n − k of the video (a
+    fresh residual Predictor's posterior mean is still the copy of frame n)."""
+    ev, params, config = _fresh_residual_predictor_evaluator(
+        strides=(1, 2), max_pairs=3, num_samples=0, context_frames=2)
+    assert ev.method.context == 2
+    out = ev(params, jax.random.key(1))
+    for k in (1, 2):
+        np.testing.assert_allclose(out[f"next_frame_psnr_posterior_mean_k{k}"],
+                                   out[f"copy_last_frame_psnr_k{k}"], rtol=1e-4)
 
 
 def test_shrinkage_is_fitted_on_validation_pairs_and_applied_to_test_pairs():

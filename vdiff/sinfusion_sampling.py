@@ -100,8 +100,13 @@ def run_sinfusion_sampling(config: Any, workdir: str, opts: Any) -> str:
                 first = jnp.broadcast_to(jnp.asarray(frames[opts.start_frame]),
                                          (n, *frames.shape[1:]))
             direction = -1 if opts.direction == "backward" else 1
+            # a Predictor with more context frames gets the real frames before the start
+            # (in the direction of generation) when the video has them
+            past = [opts.start_frame - direction * j for j in range(1, pred.context)]
+            history = (jnp.asarray(frames[past]) if opts.start_frame >= 0 and past
+                       and all(0 <= i < len(frames) for i in past) else None)
             one = jax.jit(lambda pp, pj, r, f: apps.extrapolate(
-                pred, proj, pp, pj, r, f, length, direction=direction))
+                pred, proj, pp, pj, r, f, length, direction=direction, history=history))
             out = jnp.stack([one(p_pred, p_proj, rngs[i], first[i]) for i in range(n)])
             info["direction"] = opts.direction
         else:  # upsample

@@ -310,9 +310,10 @@ class SinFusionNextFrameEvaluator:
     def pairs(self, k: int, split: str = "test") -> tuple[np.ndarray, bool]:
         """Target frame indices j of `split` ('test' | 'val'; evenly spread, ≤ max_pairs)
         and whether they are in-sample."""
-        held_out = np.arange(max(self.num_train, k), len(self.frames))
+        first = getattr(self.method, "context", 1) * k  # every context frame exists
+        held_out = np.arange(max(self.num_train, first), len(self.frames))
         in_sample = len(held_out) == 0
-        targets = np.arange(k, len(self.frames)) if in_sample else held_out
+        targets = np.arange(first, len(self.frames)) if in_sample else held_out
         if not in_sample:
             first_test = self.num_train + self.num_val
             targets = targets[targets < first_test] if split == "val" else (
@@ -371,14 +372,18 @@ class SinFusionNextFrameEvaluator:
         prev = jnp.asarray(self.frames[targets - k])
         real = self.frames[targets]
         copy = image_metrics.psnr(prev, real, data_range=2.0)  # the baseline predicts prev
+        # the Predictor's clean frames: n = target − k, then n − k, … (context_frames > 1)
+        cond = jnp.concatenate([jnp.asarray(self.frames[targets - (j + 1) * k])
+                                for j in range(getattr(self.method, "context", 1))], axis=-1)
         out = {f"copy_last_frame_psnr_k{k}": float(jnp.mean(copy)),
                f"next_frame_pairs_k{k}": float(len(targets))}
         rng_k = jax.random.fold_in(rng, k)
         n = int(self.s["num_samples"])
         if n:
             sample = self._jitted("sample", k, lambda p, r, c: apps.sample_frames(
-                self.method, p, r, c.shape, cond=c, frame_diff=k, eta=self.s["eta"]))
-            preds = [sample(params, jax.random.fold_in(rng_k, i), prev) for i in range(n)]
+                self.method, p, r, (*c.shape[:-1], self.method.channels), cond=c,
+                frame_diff=k, eta=self.s["eta"]))
+            preds = [sample(params, jax.random.fold_in(rng_k, i), cond) for i in range(n)]
             out[f"next_frame_psnr_k{k}"] = next_frame_psnr(preds[0], real, prev,
                                                            data_range=2.0)["psnr"]
             if n > 1:
@@ -388,7 +393,8 @@ class SinFusionNextFrameEvaluator:
         mean = None
         if self.s["posterior_mean"] and self.method.parameterization in ("x0", "v"):
             mean = self._jitted("posterior_mean", k, lambda p, r, c: apps.posterior_mean_frames(
-                self.method, p, r, c.shape, cond=c, frame_diff=k))(params, rng_k, prev)
+                self.method, p, r, (*c.shape[:-1], self.method.channels), cond=c,
+                frame_diff=k))(params, rng_k, cond)
             out[f"next_frame_psnr_posterior_mean_k{k}"] = next_frame_psnr(
                 mean, real, prev, data_range=2.0)["psnr"]
         return out, mean

@@ -80,6 +80,10 @@ def sinfusion_defaults(role: str = "predictor") -> ml_collections.ConfigDict:
       residual             Predictor only (x0 parameterization): the network predicts the
                            change x_{n+k} − x_n, so x̂0 = frame n + output (copying the frame
                            is the zero-output starting point instead of something to learn)
+      context_frames       Predictor only: clean frames it is conditioned on — 1 (the paper:
+                           frame n) or c > 1 (frames n, n − k, …, n − (c−1)·k on channels,
+                           so a rollout at stride k feeds back its own last c frames): one
+                           frame does not determine its motion, two give its velocity
     sample.num_steps       50 diffusion steps for sampling (the full range t ∈ [0, 1])
     """
     if role not in ROLE_PARAMETERIZATION:
@@ -100,7 +104,8 @@ def sinfusion_defaults(role: str = "predictor") -> ml_collections.ConfigDict:
         loss_space="", weighting="none"))
     c.sinfusion = ml_collections.ConfigDict(dict(
         role=role, max_k=3, curriculum_stage_steps=2000, backward=True, eta=1.0,
-        correction_level=0.25, sample_num_frames=8, residual=False))
+        correction_level=0.25, sample_num_frames=8, residual=False,
+        context_frames=1))
     c.train = base.train
     c.train.batch_size, c.train.num_steps = 8, 50_000
     c.train.lr, c.train.warmup_steps, c.train.ema_decay = 2e-4, 500, 0.995
@@ -171,20 +176,25 @@ def curriculum_max_k(step: jax.Array | int | None, *, max_k: int, stage_steps: i
 
 
 def sample_frame_pair(rng: jax.Array, step: jax.Array | int | None, num_frames: int, *,
-                      max_k: int, stage_steps: int,
-                      backward: bool = True) -> tuple[jax.Array, jax.Array]:
+                      max_k: int, stage_steps: int, backward: bool = True,
+                      context: int = 1) -> tuple[jax.Array, jax.Array]:
     """(n, k), int32 scalars: k uniform on the curriculum's [lo, hi] \\ {0}, then n uniform on
-    the frames with both n and n + k in [0, T), i.e. n ∈ [max(0, −k), T − 1 − max(0, k)]."""
-    if num_frames < 2:
-        raise ValueError(f"the Predictor needs ≥ 2 frames, got {num_frames}")
+    the frames with n + k and the context frames n, n − k, …, n − (c−1)·k in [0, T): for
+    c = 1, n ∈ [max(0, −k), T − 1 − max(0, k)]."""
+    if num_frames < 1 + context:
+        raise ValueError(f"the Predictor with {context} context frame(s) needs ≥ "
+                         f"{1 + context} frames, got {num_frames}")
+    # c·|k| ≤ T − 1 keeps at least one valid n
     lo, hi = curriculum_k_range(step, max_k=max_k, stage_steps=stage_steps, backward=backward,
-                                num_frames=num_frames)
+                                num_frames=(num_frames - 1) // context + 1)
     spans_zero = lo <= 0
     count = hi - lo + 1 - spans_zero.astype(jnp.int32)
     rng_k, rng_n = jax.random.split(rng)
     k = lo + jax.random.randint(rng_k, (), 0, count, jnp.int32)
     k = jnp.where(spans_zero & (k >= 0), k + 1, k)
-    n = jnp.maximum(0, -k) + jax.random.randint(rng_n, (), 0, num_frames - jnp.abs(k), jnp.int32)
+    first = jnp.where(k > 0, (context - 1) * k, -k)
+    span = num_frames - context * jnp.abs(k)
+    n = first + jax.random.randint(rng_n, (), 0, span, jnp.int32)
     return n, k
 
 
@@ -211,10 +221,15 @@ def projector_inputs(video: jax.Array, n: jax.Array) -> RoleInputs:
     return RoleInputs(x0=frames_at(video, n))
 
 
-def predictor_inputs(video: jax.Array, n: jax.Array, k: jax.Array) -> RoleInputs:
-    """Predictor: cond = frame n (clean), x0 = frame n + k, frame_diff = k."""
+def predictor_inputs(video: jax.Array, n: jax.Array, k: jax.Array,
+                     context: int = 1) -> RoleInputs:
+    """Predictor: cond = frames n, n − k, …, n − (context−1)·k (clean, on channels, frame n
+    first), x0 = frame n + k, frame_diff = k."""
     k = jnp.asarray(k, jnp.int32)
-    return RoleInputs(x0=frames_at(video, n + k), cond=frames_at(video, n), frame_diff=k)
+    n = jnp.asarray(n, jnp.int32)
+    cond = jnp.concatenate([frames_at(video, n - j * k) for j in range(context)],
+                           axis=-1)
+    return RoleInputs(x0=frames_at(video, n + k), cond=cond, frame_diff=k)
 
 
 def interpolator_inputs(video: jax.Array, n: jax.Array) -> RoleInputs:
@@ -246,7 +261,6 @@ class SinFusionModel:
     """Shared machinery of the four roles; subclasses set the role and `training_inputs`."""
 
     role: ClassVar[str] = ""
-    num_cond_frames: ClassVar[int] = 0
     min_frames: ClassVar[int] = 1
     uses_frame_diff: ClassVar[bool] = False
     num_classes: int = 0  # for shared helpers that read it (no class conditioning)
@@ -278,6 +292,13 @@ class SinFusionModel:
         if self.residual and self.parameterization != "x0":
             raise ConfigError("sinfusion.residual needs diffusion.parameterization='x0' "
                               f"(got {self.parameterization!r})")
+        self.context = int(s.get("context_frames", 1)) if self.role == "predictor" else 1
+        if self.context < 1:
+            raise ConfigError(f"sinfusion.context_frames must be ≥ 1, got {self.context}")
+        if self.role == "predictor" and self.num_frames < 1 + self.context:
+            raise ConfigError(f"the Predictor with sinfusion.context_frames={self.context} "
+                              f"needs data.num_frames ≥ {1 + self.context}, got "
+                              f"{self.num_frames}")
         self.weighting = diff.weighting
         self.schedule = schedules.get_schedule(
             diff.schedule, logsnr_min=diff.logsnr_min, logsnr_max=diff.logsnr_max)
@@ -305,7 +326,8 @@ class SinFusionModel:
         (a residual Predictor adds its input frame: the output is x̂0 itself)."""
         x = z if cond is None else jnp.concatenate([z, cond.astype(z.dtype)], axis=-1)
         out = self.model.apply({"params": params}, x, logsnr, frame_diff)
-        return out + cond.astype(out.dtype) if self.residual else out
+        # residual to frame n: the first `channels` of cond (later ones: more context frames)
+        return out + cond[..., :self.channels].astype(out.dtype) if self.residual else out
 
     def init(self, rng: jax.Array, batch: dict[str, Any]) -> Any:
         """Parameters (with logical-partitioning boxes) for a batch of this shape."""
@@ -409,7 +431,6 @@ class SinFusionPredictor(SinFusionModel):
 
     role = "predictor"
     min_frames = 2
-    num_cond_frames = 1
     uses_frame_diff = True
 
     def frame_pair(self, rng: jax.Array, step: Any, batch_size: int) -> tuple[jax.Array, jax.Array]:
@@ -417,12 +438,13 @@ class SinFusionPredictor(SinFusionModel):
         s = self.config.sinfusion
         draw = lambda r: sample_frame_pair(  # noqa: E731
             r, step, self.num_frames, max_k=self.max_k,
-            stage_steps=int(s.curriculum_stage_steps), backward=bool(s.backward))
+            stage_steps=int(s.curriculum_stage_steps), backward=bool(s.backward),
+            context=self.context)
         return jax.vmap(draw)(jax.random.split(rng, batch_size))
 
     def training_inputs(self, video, rng, step):
         n, k = self.frame_pair(rng, step, video.shape[0])
-        return predictor_inputs(video, n, k)
+        return predictor_inputs(video, n, k, self.context)
 
     def extra_metrics(self, inputs, step):
         s = self.config.sinfusion
@@ -450,7 +472,6 @@ class SinFusionInterpolator(SinFusionModel):
 
     role = "interpolator"
     min_frames = 3
-    num_cond_frames = 2
 
     def training_inputs(self, video, rng, step):
         del step

@@ -153,41 +153,58 @@ def edit_image(image_method: Any, params: Any, rng: Array, image: Array,
 def generate_video(predictor: Any, projector: Any, params_pred: Any, params_proj: Any,
                    rng: Array, first_frame: Array, num_frames: int, k: Array | int = 1,
                    correction_level: Array | float | None = None, *,
-                   num_steps: int | None = None, eta: float | None = None) -> Array:
+                   num_steps: int | None = None, eta: float | None = None,
+                   history: Array | None = None) -> Array:
     """[num_frames, H, W, C]: frame 0 is `first_frame` [H, W, C]; frame i + 1 is the
-    Predictor's sample given frame i with frame difference k, then corrected by the Projector
-    (truncated diffusion from `correction_level`; projector None or level 0: no correction)."""
+    Predictor's sample given frame i (and, with `context_frames` c > 1, frames i − 1 …
+    i − c + 1 of the rollout) with frame difference k, then corrected by the Projector
+    (truncated diffusion from `correction_level`; projector None or level 0: no correction).
+    `history` [c − 1, H, W, C]: the real frames k, 2k, … before `first_frame`, most recent
+    first; without it the first frame is repeated (no motion known yet)."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be ≥ 1, got {num_frames}")
+    context = getattr(predictor, "context", 1)
+    first = jnp.asarray(first_frame, jnp.float32)
+    past = (jnp.repeat(first[None], context - 1, axis=0) if history is None
+            else jnp.asarray(history, jnp.float32))
+    if past.shape[0] != context - 1:
+        raise ValueError(f"history has {past.shape[0]} frames; the Predictor conditions on "
+                         f"{context} (give {context - 1})")
 
-    def next_frame(prev: Array, step_rng: Array) -> tuple[Array, Array]:
+    def next_frame(recent: Array, step_rng: Array) -> tuple[Array, Array]:
+        # recent: the last `context` frames [c, H, W, C], most recent first
         with jax.named_scope("video_frame"):
             rng_pred, rng_proj = jax.random.split(step_rng)
-            frame = sample_frames(predictor, params_pred, rng_pred, (1, *prev.shape),
-                                  cond=prev[None], frame_diff=k, num_steps=num_steps, eta=eta)
+            cond = jnp.concatenate(list(recent), axis=-1)[None]
+            frame = sample_frames(predictor, params_pred, rng_pred, (1, *recent.shape[1:]),
+                                  cond=cond, frame_diff=k, num_steps=num_steps, eta=eta)
             frame = project(projector, params_proj, rng_proj, frame, correction_level,
-                            num_steps=num_steps, eta=eta)[0].astype(prev.dtype)
-        return frame, frame
+                            num_steps=num_steps, eta=eta)[0].astype(recent.dtype)
+        return jnp.concatenate([frame[None], recent[:-1]], axis=0), frame
 
-    first = jnp.asarray(first_frame, jnp.float32)
     if num_frames == 1:
         return first[None]
     with jax.named_scope("generate_video"):
-        _, rest = jax.lax.scan(next_frame, first, jax.random.split(rng, num_frames - 1))
+        _, rest = jax.lax.scan(next_frame, jnp.concatenate([first[None], past], axis=0),
+                               jax.random.split(rng, num_frames - 1))
     return jnp.concatenate([first[None], rest], axis=0)
 
 
 def extrapolate(predictor: Any, projector: Any, params_pred: Any, params_proj: Any,
                 rng: Array, frame: Array, num_frames: int, *, direction: int = 1,
                 k: Array | int = 1, correction_level: Array | float | None = None,
-                num_steps: int | None = None, eta: float | None = None) -> Array:
+                num_steps: int | None = None, eta: float | None = None,
+                history: Array | None = None) -> Array:
     """num_frames frames in temporal order around the real `frame` [H, W, C]: forward
-    (direction +1, frame first, steps of +|k|) or backward (−1, steps of −|k|, frame last)."""
+    (direction +1, frame first, steps of +|k|) or backward (−1, steps of −|k|, frame last).
+    `history`: see `generate_video` (the real frames |k|, 2|k|, … before `frame` in the
+    direction of generation, most recent first, for a Predictor with context_frames > 1)."""
     if direction not in (1, -1):
         raise ValueError(f"direction must be +1 or -1, got {direction}")
     video = generate_video(predictor, projector, params_pred, params_proj, rng, frame,
                            num_frames, k=direction * jnp.abs(jnp.asarray(k, jnp.int32)),
-                           correction_level=correction_level, num_steps=num_steps, eta=eta)
+                           correction_level=correction_level, num_steps=num_steps, eta=eta,
+                           history=history)
     return video if direction > 0 else video[::-1]
 
 
