@@ -430,11 +430,13 @@ def test_cached_latents_match_the_encoder_path(ldm, ae_workdir):
     c = _ldm_config(ae_workdir, 1.0, small=True)
     c.pvdm.cache_latents = True
     m = PVDMLatentStage(c, autoencoder=(ldm.cond.ae_config, ldm.cond.ae_params))
-    latents = m.training_latents(batch_size=16)
+    latents, labels = m.training_latents(batch_size=16)
     n = len(pipeline.get_data_source(c.data, split="train"))
-    assert latents.shape == (n, 2, m.num_tokens, m.latent_channels)
-    clips = pipeline.take_clips(c.data, B, split="train", seed=0, random_flip=False,
-                                temporal_crop="first")
+    assert latents.shape == (n, 2, m.num_tokens, m.latent_channels) and labels.shape == (n,)
+    clips, clip_labels = pipeline.take_clips(c.data, B, split="train", seed=0,
+                                             random_flip=False, temporal_crop="first",
+                                             with_labels=True)
+    np.testing.assert_array_equal(labels[:B], clip_labels)
     s = m.clip_frames
     encode = jax.jit(lambda p, v: m.encode(p, to_unit_range(v)))
     for j in range(2):
@@ -451,6 +453,7 @@ def test_cached_latents_match_the_encoder_path(ldm, ae_workdir):
     it = m.make_iterator(4, 0)
     batch = next(it)
     assert batch["latents"].shape == (4, 2, m.num_tokens, m.latent_channels)
+    assert batch["label"].shape == (4,)
     assert it.get_state() == {"index": 1}
     assert m.example_batch(3)["latents"].shape == (3, 2, m.num_tokens, m.latent_channels)
 
@@ -546,6 +549,116 @@ def test_long_video_chains_clips_through_their_latents(ldm):
     # the chaining matters: the same noise without the first clip's latents differs
     free, _ = clip(params, keys[1], zeros)
     assert float(jnp.abs(free - z2).max()) > 1e-2
+
+
+@pytest.fixture(scope="module")
+def classes(ldm, ae_workdir):
+    """A class-conditional latent model on digit-set labels (the `classes=True` config)."""
+    c = load_config("pvdm_ldm_digits", f"runlocal,ae={ae_workdir},classes=True")
+    assert c.data.label_from == "digit_set" and c.model.num_classes == 110
+    c.pvdm.cache_latents = False
+    c.model.update(dict(channel_mults=(1,), attn_levels=(0,)))
+    m = PVDMLatentStage(c, autoencoder=(ldm.cond.ae_config, ldm.cond.ae_params))
+    params = strip_boxes(jax.jit(m.init)(jax.random.key(0), m.example_batch(B)))
+    # every zero-initialised UNet leaf made generic: at init the residual branches (where
+    # the class embedding enters through FiLM) are exactly zero
+    leaves, tree = jax.tree.flatten(params["unet"])
+    keys = jax.random.split(jax.random.key(3), len(leaves))
+    live = dict(params, unet=jax.tree.unflatten(tree, [
+        v + 0.05 * jax.random.normal(k, v.shape, v.dtype) if not np.any(v) else v
+        for v, k in zip(leaves, keys)]))
+    return types.SimpleNamespace(m=m, live=live)
+
+
+def test_class_labels_reach_the_loss_unless_dropped(classes):
+    m, params = classes.m, classes.live
+    video = _uint8_video(4, 2 * m.clip_frames)
+    rng = jax.random.key(11)
+
+    def loss(method, label):
+        batch = {"video": video, "label": np.full((B,), label, np.int32)}
+        return float(jax.jit(lambda p, b: method.loss(p, b, rng))(params, batch)[0])
+
+    assert m.config.diffusion.cond_drop_prob == 0.1
+    assert abs(loss(m, 3) - loss(m, 57)) > 1e-5 * abs(loss(m, 3))
+    always_dropped = copy.copy(m)  # cond_drop_prob = 1: every label becomes the null class
+    always_dropped.config = m.config.copy_and_resolve_references()
+    always_dropped.config.diffusion.cond_drop_prob = 1.0
+    np.testing.assert_allclose(loss(always_dropped, 3), loss(always_dropped, 57), rtol=1e-6)
+    with pytest.raises(ValueError, match="class-conditional"):
+        m.apply(params, jnp.zeros((B, m.num_tokens, m.latent_channels)), jnp.zeros((B,)),
+                jnp.zeros((B, m.num_tokens, m.latent_channels)))
+
+
+def test_classifier_free_guidance_mixes_conditional_and_null_eps(classes):
+    """ε̃ = (1 + w)·ε(z, c) − w·ε(z, ∅), with w = 0 the plain conditional denoiser; the
+    samples cycle through the config's one-digit classes."""
+    from vdiff.data import moving_digits
+    from vdiff.diffusion import targets
+
+    m, params = classes.m, classes.live
+    np.testing.assert_array_equal(m.sample_labels(12), [
+        moving_digits.one_digit_class(d % 10) for d in range(12)])
+    z = jax.random.normal(jax.random.key(1), (B, m.num_tokens, m.latent_channels))
+    cond = jax.random.uniform(jax.random.key(2), z.shape, minval=-1, maxval=1)
+    logsnr = jnp.full((B,), 0.5)
+    labels = jnp.asarray([moving_digits.one_digit_class(3), 27], jnp.int32)
+
+    def eps(lab):
+        out = m.apply(params, z, logsnr, cond, labels=lab)
+        return targets.predictions(z=z, model_output=out, logsnr=logsnr,
+                                   parameterization=m.parameterization)[1]
+
+    e_c, e_null = eps(labels), eps(jnp.full((B,), m.num_classes))
+    assert float(jnp.abs(e_c - e_null).max()) > 1e-4
+    w = 2.5
+    want = targets.x0_from_eps(z=z, eps=(1 + w) * e_c - w * e_null, logsnr=logsnr)
+    got = m.denoiser(params, cond, labels=labels, guidance_scale=w)(z, logsnr)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    plain = m.denoiser(params, cond, labels=labels)(z, logsnr)
+    want0 = targets.x0_from_eps(z=z, eps=e_c, logsnr=logsnr)
+    np.testing.assert_allclose(plain, want0, rtol=1e-4, atol=1e-5)
+    video = jax.jit(lambda p, r: m.generate_long_video(
+        p, r, B, 6, num_steps=2, labels=labels, guidance_scale=w))(params, jax.random.key(3))
+    assert video.shape == (B, 6, 32, 32, 1) and np.all(np.isfinite(np.asarray(video)))
+
+
+def test_digit_set_classes_and_labels_from_the_pipeline():
+    from vdiff.data import moving_digits, pipeline
+
+    md = moving_digits
+    assert md.digit_set_class(np.array([4, -1])) == md.one_digit_class(4) == 54
+    assert md.digit_set_class(np.array([7, 2])) == md.digit_set_class(np.array([2, 7])) == 29
+    seen = {md.digit_set_class(np.array(p)) for p in
+            [(a, -1) for a in range(10)] + [(a, b) for a in range(10) for b in range(10)]}
+    assert len(seen) == 10 + 55 and max(seen) < md.NUM_DIGIT_SET_CLASSES
+    for cls in seen:  # each class names its digits
+        digits = md.digits_of_class(cls)
+        padded = np.array(list(digits) + [-1] * (2 - len(digits)))
+        assert md.digit_set_class(padded) == cls
+    with pytest.raises(ValueError):
+        md.digit_set_class(np.array([-1, -1]))
+
+    c = load_config("pvdm_ldm_digits", "runlocal,classes=True")
+    source = pipeline.get_data_source(c.data, split="train")
+    want = sorted(md.digit_set_class(source[i]["labels"]) for i in range(len(source)))
+    _, got = pipeline.take_clips(c.data, len(source), split="train", with_labels=True)
+    assert sorted(got.tolist()) == want
+    c.data.label_from = "digits"
+    with pytest.raises(ConfigError, match="label_from"):
+        pipeline.take_clips(c.data, 1, split="train")
+
+
+def test_digit_accuracy_reads_real_one_digit_frames_as_their_digit():
+    from vdiff.eval import digit_score
+
+    clf = digit_score.classifier(32)
+    x, y = digit_score._frames(8, split="test", resolution=32, max_digits=1, seed=3)
+    videos = np.rint(x).astype(np.uint8).reshape(8, -1, 32, 32, 1)
+    digits = y.reshape(8, -1)[:, 0]
+    assert digit_score.accuracy(videos, digits, clf) > 0.8
+    assert digit_score.accuracy(videos, (digits + 1) % 10, clf) < 0.2
+    assert digit_score.reference_accuracy(clf) > 0.85
 
 
 def test_missing_autoencoder_names_the_command(tmp_path):

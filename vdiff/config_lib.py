@@ -54,6 +54,10 @@ def vdm_defaults() -> ml_collections.ConfigDict:
         ucf_split=1,  # official UCF-101 train/test split 1, 2 or 3
         folder_name="",  # video_folder: dataset name ('' → basename of source_dir)
         labels_from_subfolders=False,  # video_folder: class = first sub-folder
+        # batch["label"]: 'label' (the dataset's class; moving digits: the first digit) or
+        # 'digit_set' (moving digits: which digits the video shows, one of 110 classes,
+        # vdiff.data.moving_digits.digit_set_class)
+        label_from="label",
         min_frames=16,  # video_folder preparation: shorter videos are skipped
         max_frames=0,  # single_video: keep the first N frames (0 = all)
         channels=1,

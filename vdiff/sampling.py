@@ -380,12 +380,19 @@ def run_pvdm_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
     if opts.sampler == "ancestral":
         kwargs.setdefault("gamma", config.sample.gamma)
     clips = -(-frames // method.clip_frames)
+    labels = None
+    if opts.label >= 0:
+        if opts.label >= method.num_classes:
+            raise ConfigError(f"--label={opts.label} but the latent model has "
+                              f"{method.num_classes} classes (model.num_classes)")
+        labels = jnp.full((num,), opts.label, jnp.int32)
     logging.info("sampling %d videos of %d frames (%d clips, %s, %d steps each)", requested,
                  frames, clips, opts.sampler, opts.num_steps)
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules_from_config(
             config.sharding.logical_axis_rules)):
         fn = jax.jit(lambda p, r: method.generate_long_video(
-            p, r, num, frames, sampler=opts.sampler, num_steps=opts.num_steps, **kwargs))
+            p, r, num, frames, sampler=opts.sampler, num_steps=opts.num_steps,
+            labels=labels, guidance_scale=opts.guidance_scale, **kwargs))
         videos = np.asarray(jax.device_get(fn(params, jax.random.key(opts.seed))))[:requested]
     directory = opts.output_dir or os.path.join(workdir, "samples",
                                                 f"{opts.application}_step{step:07d}")

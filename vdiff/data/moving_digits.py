@@ -86,6 +86,37 @@ def _digit_bank(split: str, digit_size: int) -> tuple[np.ndarray, np.ndarray]:
     return bank, labels[idx]
 
 
+# Digit-set classes: what a video shows, as one class id for class-conditional models. A
+# video's digits {a} or {a, b} (order and position ignored) → lo·11 + hi with lo ≤ hi, where
+# hi = 10 stands for "no second digit": one-digit videos of d are class 11·d + 10.
+NO_DIGIT = 10
+NUM_DIGIT_SET_CLASSES = 10 * 11
+
+
+def digit_set_class(labels: np.ndarray) -> int:
+    """Class id of a video's digit labels [max_digits] (unused slots −1; at most 2 digits)."""
+    used = sorted(int(x) for x in np.asarray(labels).reshape(-1) if x >= 0)
+    if not 1 <= len(used) <= 2 or not all(0 <= x <= 9 for x in used):
+        raise ValueError(f"digit_set_class needs 1 or 2 digit labels in 0..9, got {labels}")
+    lo, hi = used[0], used[1] if len(used) == 2 else NO_DIGIT
+    return lo * 11 + hi
+
+
+def one_digit_class(digit: int) -> int:
+    """The digit-set class of videos showing `digit` alone."""
+    if not 0 <= digit <= 9:
+        raise ValueError(f"digit must be in 0..9, got {digit}")
+    return digit * 11 + NO_DIGIT
+
+
+def digits_of_class(cls: int) -> tuple[int, ...]:
+    """The digits a digit-set class shows: (d,) or (lo, hi)."""
+    if not 0 <= cls < NUM_DIGIT_SET_CLASSES:
+        raise ValueError(f"digit-set class must be in [0, {NUM_DIGIT_SET_CLASSES}), got {cls}")
+    lo, hi = divmod(int(cls), 11)
+    return (lo,) if hi == NO_DIGIT else (lo, hi)
+
+
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}.")

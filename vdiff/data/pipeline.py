@@ -38,7 +38,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from vdiff.data import frame_codec
+from vdiff.data import frame_codec, moving_digits
 from vdiff.data.builders import tfds_build
 from vdiff.errors import ConfigError
 
@@ -263,6 +263,13 @@ class _Preprocess:
             raise ConfigError(f"data.joint_images_from must be 'batch' or 'dataset', got "
                               f"{d.joint_images_from!r}")
         self.from_batch = d.joint_images_from == "batch"
+        self.label_from = d.get("label_from", "label")  # absent in configs saved before it
+        if self.label_from not in ("label", "digit_set"):
+            raise ConfigError(f"data.label_from must be 'label' or 'digit_set', got "
+                              f"{self.label_from!r}")
+        if self.label_from == "digit_set" and "labels" not in source[0]:
+            raise ConfigError(f"data.label_from='digit_set' needs moving digits (per-digit "
+                              f"'labels'); data.name={d.name!r} has none")
         # Single videos are resized at load (aspect kept); datasets are pooled here.
         self.factor = 1 if (d.crop_fraction < 1 or not d.resolution
                             or d.name == "single_video") else stored["size"] // d.resolution
@@ -283,7 +290,9 @@ class _Preprocess:
         idx = clip_indices(rng if self.random_start else None, num_frames_of(example),
                            self.num_frames, self.stride)
         video = self._spatial(frames_at(example, idx, self.channels), rng)
-        out = {"video": video, "label": np.asarray(example["label"], np.int32)}
+        label = (moving_digits.digit_set_class(example["labels"])
+                 if self.label_from == "digit_set" else example["label"])
+        out = {"video": video, "label": np.asarray(label, np.int32)}
         if self.k and self.from_batch:  # donors for other rows (see _DonorImages)
             total = num_frames_of(example)
             frames = frames_at(example, rng.integers(total, size=self.k), self.channels)
@@ -400,10 +409,10 @@ def make_iterator(data_config: Any, *, split: str, seed: int, global_batch_size:
 
 
 def take_clips(data_config: Any, num: int, *, split: str, seed: int = 0,
-               **overrides: Any) -> np.ndarray:
+               with_labels: bool = False, **overrides: Any) -> Any:
     """Up to `num` uint8 clips [n, T, R, R, C] of `split` (shuffled by `seed`; no joint
     images, no worker processes), for evaluators and previews; `overrides` set data keys
-    such as random_flip=False."""
+    such as random_flip=False. `with_labels`: (clips, int32 labels [n]) instead."""
     d = data_config.copy_and_resolve_references()
     d.num_images_per_video, d.worker_count = 0, 0
     for key, value in overrides.items():
@@ -411,6 +420,10 @@ def take_clips(data_config: Any, num: int, *, split: str, seed: int = 0,
     n = min(int(num), len(get_data_source(d, split=split)))
     it = make_iterator(d, split=split, seed=seed, global_batch_size=1, shuffle=True)
     try:
-        return np.concatenate([next(it)["video"] for _ in range(n)])
+        batches = [next(it) for _ in range(n)]
+        clips = np.concatenate([b["video"] for b in batches])
+        if with_labels:
+            return clips, np.concatenate([b["label"] for b in batches]).astype(np.int32)
+        return clips
     finally:
         getattr(it, "close", lambda: None)()  # stops grain's worker processes

@@ -88,6 +88,23 @@ def score(frames: np.ndarray, clf: Any) -> dict[str, float]:
     return {"confidence": float(p.max(axis=1).mean()), "score": float(np.exp(kl.mean()))}
 
 
+def accuracy(videos: np.ndarray, digits: np.ndarray, clf: Any) -> float:
+    """Fraction of the frames of uint8 videos [N, T, r, r(, 1)] that the classifier reads
+    as their video's digit (digits: int [N]); for videos asked to show one digit."""
+    x = np.asarray(videos)
+    if x.shape[-1] == 1:
+        x = x[..., 0]
+    n, t = x.shape[:2]
+    predicted = clf.predict(centred_crops(x.reshape(n * t, *x.shape[2:]), _window(x.shape[-1])))
+    return float(np.mean(predicted == np.repeat(np.asarray(digits), t)))
+
+
+def reference_accuracy(clf: Any, *, resolution: int = 32, num_videos: int = 128) -> float:
+    """`accuracy` on real one-digit frames of the held-out (test) digit images."""
+    x, y = _frames(num_videos, split="test", resolution=resolution, max_digits=1, seed=1)
+    return float(np.mean(clf.predict(centred_crops(np.rint(x), _window(resolution))) == y))
+
+
 def reference(clf: Any, *, resolution: int = 32, num_videos: int = 128,
               max_digits: int = 2) -> dict[str, float]:
     """The same numbers on real held-out frames (test digit images), as the dataset draws

@@ -85,10 +85,18 @@ class _SampledClips:
                               "--mode=eval on one host")
         batch = int(settings.get("batch_size", 0)) or int(config.sample.num_samples)
         self.batch = sharding.round_up_to_data_parallel(max(batch, 1), mesh)
-        s = settings
+        s, self.method = settings, method
         self.sample_fn = jax.jit(lambda p, r: method.sample(
             p, r, num_samples=self.batch, num_steps=int(s["num_steps"]),
             guidance_scale=float(s["guidance_scale"]), gamma=float(s["gamma"])))
+
+    def labels(self, n: int) -> np.ndarray | None:
+        """The classes of the `n` clips `__call__` samples (each batch cycles through the
+        method's `sample_labels`), or None when the method has none."""
+        per_batch = getattr(self.method, "sample_labels", lambda b: None)(self.batch)
+        if per_batch is None:
+            return None
+        return np.tile(np.asarray(per_batch), math.ceil(n / self.batch))[:n]
 
     def __call__(self, params: Any, rng: jax.Array, n: int) -> np.ndarray:
         """uint8 [n, T, H, W, C]."""
@@ -145,7 +153,12 @@ class DigitScoreEvaluator:
     """Moving digits: the digit classifier's mean confidence and IS-style score on every
     frame of `num_videos` samples (`digit_confidence`, `digit_score`), next to the same
     numbers for real held-out frames (`digit_confidence_real`, `digit_score_real`). The
-    gap between the two is how far samples are from recognisable digits."""
+    gap between the two is how far samples are from recognisable digits.
+
+    A class-conditional model on digit-set labels (data.label_from='digit_set') is also
+    scored on the samples it was asked to draw as one digit d alone: `digit_accuracy`, the
+    fraction of their frames the classifier reads as d (chance: 0.1), next to
+    `digit_accuracy_real` for real one-digit frames."""
 
     DEFAULTS = dict(num_videos=64, num_steps=100, gamma=0.3, guidance_scale=0.0, batch_size=0)
 
@@ -162,14 +175,29 @@ class DigitScoreEvaluator:
         resolution = int(config.data.resolution)
         self.clf = digit_score.classifier(resolution)
         self.real = digit_score.reference(self.clf, resolution=resolution)
+        self.by_class = (config.data.get("label_from", "label") == "digit_set"
+                         and self.sample.labels(1) is not None)
+        if self.by_class:
+            self.real_accuracy = digit_score.reference_accuracy(self.clf, resolution=resolution)
 
     def __call__(self, params: Any, rng: jax.Array) -> dict[str, float]:
+        from vdiff.data import moving_digits
         from vdiff.eval import digit_score
 
-        got = digit_score.score(self.sample(params, rng, int(self.s["num_videos"])), self.clf)
-        return {"digit_confidence": got["confidence"], "digit_score": got["score"],
-                "digit_confidence_real": self.real["confidence"],
-                "digit_score_real": self.real["score"]}
+        n = int(self.s["num_videos"])
+        videos = self.sample(params, rng, n)
+        got = digit_score.score(videos, self.clf)
+        out = {"digit_confidence": got["confidence"], "digit_score": got["score"],
+               "digit_confidence_real": self.real["confidence"],
+               "digit_score_real": self.real["score"]}
+        if self.by_class:
+            asked = [moving_digits.digits_of_class(int(c)) for c in self.sample.labels(n)]
+            alone = [i for i, d in enumerate(asked) if len(d) == 1]
+            if alone:
+                out["digit_accuracy"] = digit_score.accuracy(
+                    videos[alone], np.asarray([asked[i][0] for i in alone]), self.clf)
+                out["digit_accuracy_real"] = self.real_accuracy
+        return out
 
 
 class NearestTrainEvaluator:

@@ -55,7 +55,7 @@ import numpy as np
 import optax
 
 from vdiff import config_lib
-from vdiff.diffusion import losses, samplers, schedules, targets
+from vdiff.diffusion import guidance, losses, samplers, schedules, targets
 from vdiff.errors import ConfigError
 from vdiff.methods.vdm import DTYPES, to_unit_range
 from vdiff.models import triplane
@@ -81,7 +81,10 @@ def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
     model (stage pvdm_ldm, the triplane UNet):
       base_channels, channel_mults, num_res_blocks, attn_levels (downsampling levels with
       joint attention; level i = factor 2^i), head_dim, dropout, remat, attention_impl, dtype,
-      axis_positions (coordinate features in joint attention; models/pvdm_unet.py; off)
+      axis_positions (coordinate features in joint attention; models/pvdm_unet.py; off),
+      num_classes (0: unconditional; else batch["label"] in [0, n) conditions the UNet,
+      dropped to the null class n with probability diffusion.cond_drop_prob, so sampling
+      can use classifier-free guidance)
     pvdm (autoencoder):
       l1_weight, lpips_weight, lpips_net ('alexnet' | 'vgg16'), lpips_frames (frames per
       clip scored by LPIPS each step, 0 = all), gan_start_step (−1: no adversarial stage),
@@ -103,6 +106,10 @@ def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
                             setting the frozen encoder is 70 % of the step's FLOPs). Needs
                             a dataset of fixed clips: stored length = data.num_frames, no
                             flips (moving digits)
+      sample_labels         classes the periodic samples and the sampling evaluators cycle
+                            through (class-conditional models; empty: 0 … num_classes − 1);
+                            their guidance weight is sample.guidance_scale (evaluators: their
+                            own guidance_scale setting)
     """
     if stage not in STAGES:
         raise ConfigError(f"unknown PVDM stage {stage!r}; known: {STAGES}")
@@ -121,7 +128,7 @@ def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
         c.model = ml_collections.ConfigDict(dict(
             base_channels=256, channel_mults=(1, 2, 4, 4), num_res_blocks=2,
             attn_levels=(0, 1, 2), head_dim=64, dropout=0.0, remat=False,
-            attention_impl="xla", dtype="float32", axis_positions=False))
+            attention_impl="xla", dtype="float32", axis_positions=False, num_classes=0))
     c.diffusion = base.diffusion
     c.diffusion.update(dict(parameterization="eps", loss_space="eps", schedule="linear_beta",
                             cond_drop_prob=0.0))
@@ -131,7 +138,7 @@ def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
         adaptive_max_weight=1.0, disc_channels=64, disc_layers=3, disc_lr=1e-4,
         disc_b1=0.5, disc_b2=0.9, latent_noise=0.0,
         autoencoder_workdir="", clip_frames=16, cond_prob=0.5, sample_num_frames=0,
-        sampler="ddim", cache_latents=False))
+        sampler="ddim", cache_latents=False, sample_labels=()))
     c.train = base.train
     c.train.update(dict(batch_size=8, num_steps=100_000, lr=1e-4, warmup_steps=0, b1=0.9,
                         b2=0.999, weight_decay=0.0, ema_decay=0.0))
@@ -402,12 +409,17 @@ class PVDMLatentStage:
             patch_size=int(am.patch_size), channels=self.latent_channels)
         self.num_tokens = sum(a * b for a, b, _ in self.template)
         m = config.model
+        self.num_classes = int(m.get("num_classes", 0))  # absent in older configs
+        self.sample_label_list = tuple(int(x) for x in p.get("sample_labels", ()))
+        if any(not 0 <= x < self.num_classes for x in self.sample_label_list):
+            raise ConfigError(f"pvdm.sample_labels {self.sample_label_list} must lie in "
+                              f"[0, model.num_classes={self.num_classes})")
         self.model = TriplaneUNet(
             out_channels=self.latent_channels, base_channels=int(m.base_channels),
             channel_mults=tuple(m.channel_mults), num_res_blocks=int(m.num_res_blocks),
             attn_levels=tuple(m.attn_levels), head_dim=int(m.head_dim),
             dropout=float(m.dropout), attention_impl=_impl(m.attention_impl),
-            remat=bool(m.remat), dtype=_dtype(m.dtype),
+            remat=bool(m.remat), dtype=_dtype(m.dtype), num_classes=self.num_classes,
             axis_positions=bool(m.get("axis_positions", False)))  # absent in older configs
         diff = config.diffusion
         self.parameterization = diff.parameterization
@@ -427,15 +439,17 @@ class PVDMLatentStage:
     def example_batch(self, batch_size: int) -> dict[str, np.ndarray]:
         if self.config.pvdm.get("cache_latents", False):
             return {"latents": np.zeros((batch_size, self.clips_per_example, self.num_tokens,
-                                         self.latent_channels), np.float32)}
+                                         self.latent_channels), np.float32),
+                    "label": np.zeros((batch_size,), np.int32)}
         r, t = self.resolution, int(self.config.data.num_frames)
         return {"video": np.zeros((batch_size, t, r, r, self.channels), np.uint8),
                 "label": np.zeros((batch_size,), np.int32)}
 
     # -- cached latents ----------------------------------------------------------
-    def training_latents(self, batch_size: int = 256) -> np.ndarray:
-        """float32 [N, clips, L, C]: the frozen encoder's latents of every example of the
-        training split (clip 1 then clip 2 for a conditional model)."""
+    def training_latents(self, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 [N, clips, L, C], int32 labels [N]): the frozen encoder's latents of
+        every example of the training split (clip 1 then clip 2 for a conditional model)
+        and the examples' labels (data.label_from)."""
         from vdiff.data import pipeline
 
         d = self.config.data
@@ -450,8 +464,8 @@ class PVDMLatentStage:
                 f"and data.random_flip=False (is {d.random_flip}); set "
                 "pvdm.cache_latents=False to encode each batch instead")
         n = len(source)
-        clips = pipeline.take_clips(d, n, split="train", seed=0, random_flip=False,
-                                    temporal_crop="first")
+        clips, labels = pipeline.take_clips(d, n, split="train", seed=0, random_flip=False,
+                                            temporal_crop="first", with_labels=True)
         s = self.clip_frames
         encode = jax.jit(lambda p, v: self.encode(p, to_unit_range(v)))
         params = {"autoencoder": self.ae_params}
@@ -461,7 +475,7 @@ class PVDMLatentStage:
             per_clip = [encode(params, chunk[:, j * s:(j + 1) * s])
                         for j in range(self.clips_per_example)]
             out.append(np.stack([np.asarray(z) for z in per_clip], axis=1))
-        return np.concatenate(out)
+        return np.concatenate(out), labels
 
     def make_iterator(self, batch_size: int, seed: int):
         """The trainer's data source with pvdm.cache_latents (None: the shared pipeline).
@@ -470,11 +484,15 @@ class PVDMLatentStage:
             return None
         from vdiff.data.sampled_batches import SampledBatches
 
-        latents = self.training_latents()
+        latents, labels = self.training_latents()
         logging.info("pvdm: cached the latents of %d training examples (%.1f MB)",
                      len(latents), latents.nbytes / 2**20)
-        return SampledBatches(lambda rng: {"latents": latents[rng.integers(len(latents))]},
-                              batch_size, seed)
+
+        def example(rng: np.random.Generator) -> dict[str, np.ndarray]:
+            i = rng.integers(len(latents))
+            return {"latents": latents[i], "label": labels[i]}
+
+        return SampledBatches(example, batch_size, seed)
 
     def optimizer(self, train_config: Any) -> tuple[optax.GradientTransformation, Any]:
         """The UNet trains with `train`'s optimizer; the autoencoder copy is frozen."""
@@ -500,18 +518,24 @@ class PVDMLatentStage:
                                       method=self.autoencoder.decode)
 
     def apply(self, params: Any, z: jax.Array, logsnr: jax.Array, cond: jax.Array | None,
-              *, train: bool = False, rng: jax.Array | None = None) -> jax.Array:
+              *, labels: jax.Array | None = None, train: bool = False,
+              rng: jax.Array | None = None) -> jax.Array:
         cond_planes = self.planes(cond) if self.conditional else None
+        if self.num_classes and labels is None:
+            raise ValueError("this latent model is class-conditional (model.num_classes="
+                             f"{self.num_classes}): pass labels ({self.num_classes} = null)")
         out = self.model.apply({"params": params["unet"]}, self.planes(z), logsnr,
-                               cond=cond_planes, train=train,
-                               rngs={"dropout": rng} if rng is not None else {})
+                               cond=cond_planes, labels=labels if self.num_classes else None,
+                               train=train, rngs={"dropout": rng} if rng is not None else {})
         return triplane.to_tokens(out)
 
     def init(self, rng: jax.Array, batch: dict[str, Any]) -> Any:
         b = next(iter(batch.values())).shape[0]
         z = jnp.zeros((b, self.num_tokens, self.latent_channels), jnp.float32)
         cond = self.planes(z) if self.conditional else None
-        unet = self.model.init({"params": rng}, self.planes(z), jnp.zeros((b,)), cond=cond)
+        labels = jnp.zeros((b,), jnp.int32) if self.num_classes else None
+        unet = self.model.init({"params": rng}, self.planes(z), jnp.zeros((b,)), cond=cond,
+                               labels=labels)
         return {"unet": unet["params"], "autoencoder": self.ae_params}
 
     # -- training --------------------------------------------------------------
@@ -520,7 +544,7 @@ class PVDMLatentStage:
              ) -> tuple[jax.Array, dict[str, jax.Array]]:
         del step
         with jax.named_scope("pvdm_ldm_loss"):
-            rng_c, rng_t, rng_eps, rng_drop = jax.random.split(rng, 4)
+            rng_c, rng_t, rng_eps, rng_drop, rng_label = jax.random.split(rng, 5)
             if "latents" in batch:  # pvdm.cache_latents: [B, clips, L, C]
                 latents = jnp.asarray(batch["latents"], jnp.float32)
                 b = latents.shape[0]
@@ -538,10 +562,15 @@ class PVDMLatentStage:
                 cond = jnp.where(keep, z_prev, 0.0)
             else:
                 cond, keep = None, None
+            labels = None
+            if self.num_classes:  # classifier-free guidance: drop to the null class
+                drop = jax.random.bernoulli(rng_label, float(self.config.diffusion.cond_drop_prob),
+                                            (b,))
+                labels = jnp.where(drop, self.num_classes, batch["label"].astype(jnp.int32))
             _, logsnr = losses.sample_logsnr(rng=rng_t, batch_size=b, schedule=self.schedule)
             eps = jax.random.normal(rng_eps, x0.shape, jnp.float32)
             z = targets.q_sample(x0=x0, eps=eps, logsnr=logsnr)
-            out = self.apply(params, z, logsnr, cond, train=train, rng=rng_drop)
+            out = self.apply(params, z, logsnr, cond, labels=labels, train=train, rng=rng_drop)
             d = self.config.diffusion
             per_example = losses.diffusion_loss(
                 x0=x0, eps=eps, logsnr=logsnr, model_output=out,
@@ -556,26 +585,52 @@ class PVDMLatentStage:
         return jnp.mean(per_example), metrics
 
     # -- sampling ----------------------------------------------------------------
-    def denoiser(self, params: Any, cond: jax.Array | None):
-        def denoise_fn(z: jax.Array, logsnr: jax.Array) -> jax.Array:
-            out = self.apply(params, z, logsnr, cond)
+    def sample_labels(self, num: int) -> jax.Array | None:
+        """Classes of `num` samples: cycling through pvdm.sample_labels (or every class);
+        None for a model without classes."""
+        if not self.num_classes:
+            return None
+        classes = jnp.asarray(self.sample_label_list or range(self.num_classes), jnp.int32)
+        return classes[jnp.arange(num) % len(classes)]
+
+    def denoiser(self, params: Any, cond: jax.Array | None, *,
+                 labels: jax.Array | None = None, guidance_scale: float = 0.0):
+        """`denoise_fn(z, logsnr) -> x̂0`; with labels and w = guidance_scale > 0,
+        classifier-free guidance ε̃ = (1 + w)·ε(z, c) − w·ε(z, ∅) (both share `cond`)."""
+        def predict(z, logsnr, lab):
+            out = self.apply(params, z, logsnr, cond, labels=lab)
             return targets.predictions(z=z, model_output=out, logsnr=logsnr,
-                                       parameterization=self.parameterization)[0]
+                                       parameterization=self.parameterization)
+
+        def denoise_fn(z: jax.Array, logsnr: jax.Array) -> jax.Array:
+            x0_hat, eps_hat = predict(z, logsnr, labels)
+            if not (self.num_classes and guidance_scale):
+                return x0_hat
+            _, eps_null = predict(z, logsnr, jnp.full_like(labels, self.num_classes))
+            eps = guidance.classifier_free_eps(eps_null, eps_hat, scale=1 + guidance_scale)
+            return targets.x0_from_eps(z=z, eps=eps, logsnr=logsnr)
         return denoise_fn
 
     def sample_latents(self, params: Any, rng: jax.Array, num: int, cond: jax.Array | None, *,
-                       sampler: str, num_steps: int, **kwargs: Any) -> jax.Array:
+                       sampler: str, num_steps: int, labels: jax.Array | None = None,
+                       guidance_scale: float = 0.0, **kwargs: Any) -> jax.Array:
         """Latent tokens [num, L, C] of one clip given the previous clip's (or zeros)."""
-        return samplers.sample(sampler=sampler, denoise_fn=self.denoiser(params, cond), rng=rng,
+        if self.num_classes and labels is None:
+            labels = self.sample_labels(num)
+        denoise_fn = self.denoiser(params, cond, labels=labels, guidance_scale=guidance_scale)
+        return samplers.sample(sampler=sampler, denoise_fn=denoise_fn, rng=rng,
                                shape=(num, self.num_tokens, self.latent_channels),
                                logsnr_schedule=self.schedule, num_steps=num_steps,
                                clip_x0=True, **kwargs)  # tanh-bounded latents
 
     def generate_long_video(self, params: Any, rng: jax.Array, num: int, num_frames: int, *,
                             sampler: str = "ddim", num_steps: int = 100,
+                            labels: jax.Array | None = None, guidance_scale: float = 0.0,
                             **kwargs: Any) -> jax.Array:
         """[num, num_frames, H, W, C] in [−1, 1]: clip 1 unconditional, each next clip
-        conditioned on the previous clip's latents; decoded and concatenated."""
+        conditioned on the previous clip's latents; decoded and concatenated. A
+        class-conditional model keeps each video's label (default `sample_labels`) for
+        every clip."""
         if num_frames < 1:
             raise ValueError(f"num_frames must be ≥ 1, got {num_frames}")
         clips = math.ceil(num_frames / self.clip_frames)
@@ -586,7 +641,8 @@ class PVDMLatentStage:
         def one_clip(prev, clip_rng):
             cond = prev if self.conditional else None
             z = self.sample_latents(params, clip_rng, num, cond, sampler=sampler,
-                                    num_steps=num_steps, **kwargs)
+                                    num_steps=num_steps, labels=labels,
+                                    guidance_scale=guidance_scale, **kwargs)
             return z, jnp.clip(self.decode(params, z), -1.0, 1.0)
 
         start = jnp.zeros((num, self.num_tokens, self.latent_channels), jnp.float32)
@@ -597,9 +653,11 @@ class PVDMLatentStage:
     def sample(self, params: Any, rng: jax.Array, *, num_samples: int,
                num_steps: int = 100, guidance_scale: float = 0.0, gamma: float = 0.3,
                **unused: Any) -> jax.Array:
-        """The trainer's periodic samples and FVD: `num_frames` frames per video."""
-        del guidance_scale, unused
+        """The trainer's periodic samples and the sampling evaluators: `num_frames` frames
+        per video; a class-conditional model's labels are `sample_labels(num_samples)`."""
+        del unused
         sampler = self.config.pvdm.sampler
         kwargs = {"gamma": gamma} if sampler == "ancestral" else {}
         return self.generate_long_video(params, rng, num_samples, self.num_frames,
-                                        sampler=sampler, num_steps=num_steps, **kwargs)
+                                        sampler=sampler, num_steps=num_steps,
+                                        guidance_scale=guidance_scale, **kwargs)

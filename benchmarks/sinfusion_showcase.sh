@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# SinFusion on carphone, everything on one GPU in one call: the three roles trained side by
+# side for TRAIN_SECONDS, then `--mode=eval` (next-frame PSNR against copy-last-frame on the
+# held-out frames, NNFDIV / NNFDIST) and every video application's samples (mp4 + gif).
+#   - Predictor: three context frames (the variant that beats copy-last-frame), residual x0,
+#     depth 2, batch 4, frames 0-79 trained, 80-95 validation, 96-119 test, scored every
+#     500 steps;
+#   - Projector and Interpolator: the paper's x0 models (depth 16), batch 4.
+# Run from the repository root after `source benchmarks/device_env.sh`, with the carphone
+# frames carried (WITH_CARPHONE=1 bash benchmarks/device_carry.sh). Copies eval.jsonl, the
+# metrics and the gifs to $OUT (when set).
+#
+#   bash benchmarks/sinfusion_showcase.sh WORKDIR TRAIN_SECONDS
+set -uo pipefail
+workdir=$1 seconds=$2
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.3}
+config="configs/sinfusion_video.py:video=${SINFUSION_VIDEO:-.gpu/carphone},frames=80${SINFUSION_CONFIG_ARG:-}"
+common=(--config.diffusion.parameterization=x0 --config.sinfusion.residual=True
+  --config.sinfusion.context_frames=3 --config.model.depth=2
+  --config.sinfusion.curriculum_stage_steps=2000 --config.train.batch_size=4
+  --config.train.log_every=500 --config.train.checkpoint_every=2000
+  --config.train.sample_every=0 --config.train.lr_decay_every=3000
+  --config.evals.sinfusion_next_frame.num_samples=0
+  --config.evals.sinfusion_next_frame.validation_frames=16
+  --config.evals.sinfusion_next_frame.max_pairs=24)
+mkdir -p "$workdir"
+start=$(date +%s)
+pids=()
+for role in predictor projector interpolator; do
+  extra=(--config.train.num_steps=12000)
+  # the depth-2 flag is the Predictor's; the Projector and Interpolator keep the paper's 16
+  [[ $role == predictor ]] && extra+=(--config.train.eval_every=500) ||
+    extra+=(--config.model.depth=16 --config.train.eval_every=0)
+  # timeout sends SIGTERM: the trainer saves a checkpoint and exits 0
+  timeout -s TERM -k 60 "$seconds" python -m vdiff.main --config="${config},role=${role}" \
+    --workdir="$workdir" "${common[@]}" "${extra[@]}" > "$workdir/$role.log" 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+echo "{\"train_seconds\": $(( $(date +%s) - start ))}" > "$workdir/wall.json"
+# the final evaluation with the paper's 1-sample next-frame score as well as the posterior mean
+python -m vdiff.main --config="$config" --workdir="$workdir" --mode=eval "${common[@]}" \
+  --config.evals.sinfusion_next_frame.num_samples=1 > "$workdir/eval.log" 2>&1
+sample() {  # NAME FLAGS...
+  local name=$1; shift
+  python -m vdiff.main --config="$config" --workdir="$workdir" --mode=sample "${common[@]}" \
+    --num_samples=2 --output_dir="$workdir/samples/$name" "$@" >> "$workdir/sample.log" 2>&1
+}
+sample forward_from_79 --application=extrapolate --direction=forward --start_frame=79 \
+  --num_frames=24
+sample backward_from_60 --application=extrapolate --direction=backward --start_frame=60 \
+  --num_frames=24
+sample video_from_projector --application=video --start_frame=-1 --num_frames=32
+sample upsample_x4 --application=upsample --upsample_factor=4 --num_frames=12
+if [[ -n ${OUT:-} ]]; then
+  cp "$workdir"/*.json* "$OUT"/ 2>/dev/null
+  cp "$workdir/predictor/eval.jsonl" "$OUT/predictor_eval.jsonl" 2>/dev/null
+  for r in predictor projector interpolator; do
+    cp "$workdir/$r/metrics.jsonl" "$OUT/${r}_metrics.jsonl" 2>/dev/null
+    tail -n 30 "$workdir/$r.log" > "$OUT/$r.log.tail"
+  done
+  tail -n 40 "$workdir/eval.log" > "$OUT/eval.log.tail"
+  tail -n 40 "$workdir/sample.log" > "$OUT/sample.log.tail"
+  (cd "$workdir/samples" && find . -name '*.gif' -o -name '*.json' | while read -r f; do
+     f=${f#./}; cp "$f" "$OUT/samples__${f//\//__}"; done)
+fi
