@@ -6,6 +6,7 @@
 #     depth 2, batch 4, frames 0-79 trained, 80-95 validation, 96-119 test, scored every
 #     500 steps;
 #   - Projector and Interpolator: the paper's x0 models (depth 16), batch 4.
+# TRAIN_SECONDS=0 skips training (evaluate and sample the checkpoints in WORKDIR).
 # Run from the repository root after `source benchmarks/device_env.sh`, with the carphone
 # frames carried (WITH_CARPHONE=1 bash benchmarks/device_carry.sh). Copies eval.jsonl, the
 # metrics and the gifs to $OUT (when set).
@@ -16,7 +17,7 @@ workdir=$1 seconds=$2
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.3}
 config="configs/sinfusion_video.py:video=${SINFUSION_VIDEO:-.gpu/carphone},frames=80${SINFUSION_CONFIG_ARG:-}"
 common=(--config.diffusion.parameterization=x0 --config.sinfusion.residual=True
-  --config.sinfusion.context_frames=3 --config.model.depth=2
+  --config.sinfusion.context_frames=3 --config.sinfusion.role_depth.predictor=2
   --config.sinfusion.curriculum_stage_steps=2000 --config.train.batch_size=4
   --config.train.log_every=500 --config.train.checkpoint_every=2000
   --config.train.sample_every=0 --config.train.lr_decay_every=3000
@@ -27,23 +28,23 @@ mkdir -p "$workdir"
 start=$(date +%s)
 pids=()
 for role in predictor projector interpolator; do
+  (( seconds > 0 )) || break
   extra=(--config.train.num_steps=12000)
-  # the depth-2 flag is the Predictor's; the Projector and Interpolator keep the paper's 16
   [[ $role == predictor ]] && extra+=(--config.train.eval_every=500) ||
-    extra+=(--config.model.depth=16 --config.train.eval_every=0)
+    extra+=(--config.train.eval_every=0)
   # timeout sends SIGTERM: the trainer saves a checkpoint and exits 0
   timeout -s TERM -k 60 "$seconds" python -m vdiff.main --config="${config},role=${role}" \
     --workdir="$workdir" "${common[@]}" "${extra[@]}" > "$workdir/$role.log" 2>&1 &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
-echo "{\"train_seconds\": $(( $(date +%s) - start ))}" > "$workdir/wall.json"
+(( seconds > 0 )) && echo "{\"train_seconds\": $(( $(date +%s) - start ))}" > "$workdir/wall.json"
 # the final evaluation with the paper's 1-sample next-frame score as well as the posterior mean
-python -m vdiff.main --config="$config" --workdir="$workdir" --mode=eval "${common[@]}" \
+timeout -s TERM -k 10 240 python -m vdiff.main --config="$config" --workdir="$workdir" --mode=eval "${common[@]}" \
   --config.evals.sinfusion_next_frame.num_samples=1 > "$workdir/eval.log" 2>&1
 sample() {  # NAME FLAGS...
   local name=$1; shift
-  python -m vdiff.main --config="$config" --workdir="$workdir" --mode=sample "${common[@]}" \
+  timeout -s TERM -k 10 120 python -m vdiff.main --config="$config" --workdir="$workdir" --mode=sample "${common[@]}" \
     --num_samples=2 --output_dir="$workdir/samples/$name" "$@" >> "$workdir/sample.log" 2>&1
 }
 sample forward_from_79 --application=extrapolate --direction=forward --start_frame=79 \

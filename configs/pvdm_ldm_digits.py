@@ -10,7 +10,9 @@ clip's latents (p(x² | x¹)), otherwise zeros (p(x)). The training set's latent
 computed once at the start (`pvdm.cache_latents`). Samples and FVD use two clips (the
 second conditioned on the first). `ae=` is the pvdm_ae_digits.py workdir; `digits=large`
 trains on 15,000 moving-digits videos instead of 2,000 (same test videos); `fvd=False`
-drops the FVD evaluator (it needs the 49 MB I3D weights and cannot see broken strokes here).
+drops the FVD evaluator (it needs the 49 MB I3D weights and cannot see broken strokes here),
+`evals=none` every evaluator (train now, evaluate later with `--mode=eval`), and
+`evals=digit_score+heldout_loss` keeps those only.
 
 `classes=True` makes the latent model class-conditional on which digits a video shows
 (`data.label_from='digit_set'`: 110 classes, one per set {a} or {a, b}), trained with 10 %
@@ -29,7 +31,8 @@ from vdiff.methods.pvdm import pvdm_defaults
 
 def get_config(arg=None):
     a = config_lib.parse_arg(arg, runlocal=False, steps=0, ae="", frames=8, digits="default",
-                              fvd=True, classes=False, guidance=2.0)
+                              fvd=True, classes=False, guidance=2.0,
+                              evals="all")
     c = pvdm_defaults("pvdm_ldm")
     c.data.name, c.data.channels = "moving_digits", 1
     c.data.resolution = 32
@@ -63,6 +66,15 @@ def get_config(arg=None):
              if a.digits == "default" else {})
     c.evals.nearest_train = ml_collections.ConfigDict(dict(num_videos=64, num_fresh=256,
                                                            **fresh))
+    if a.evals == "none":  # train without evaluators (evaluate later with --mode=eval)
+        c.evals = ml_collections.ConfigDict()
+    elif a.evals != "all":  # a subset, e.g. evals=digit_score+heldout_loss
+        keep = a.evals.split("+")
+        unknown = sorted(set(keep) - set(c.evals))
+        if unknown:
+            raise ValueError(f"evals={a.evals}: unknown evaluator(s) {unknown}; this config "
+                             f"has {sorted(c.evals)}")
+        c.evals = ml_collections.ConfigDict({k: c.evals[k] for k in keep})
     if a.runlocal:
         c.data.builder_config = "tiny"
         c.pvdm.clip_frames = min(a.frames, 4)

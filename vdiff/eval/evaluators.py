@@ -86,25 +86,29 @@ class _SampledClips:
         batch = int(settings.get("batch_size", 0)) or int(config.sample.num_samples)
         self.batch = sharding.round_up_to_data_parallel(max(batch, 1), mesh)
         s, self.method = settings, method
-        self.sample_fn = jax.jit(lambda p, r: method.sample(
-            p, r, num_samples=self.batch, num_steps=int(s["num_steps"]),
-            guidance_scale=float(s["guidance_scale"]), gamma=float(s["gamma"])))
+        kwargs = dict(num_samples=self.batch, num_steps=int(s["num_steps"]),
+                      guidance_scale=float(s["guidance_scale"]), gamma=float(s["gamma"]))
+        self.sample_fn = jax.jit(lambda p, r, labels: method.sample(p, r, **kwargs)
+                                 if labels is None else method.sample(p, r, labels=labels,
+                                                                      **kwargs))
 
     def labels(self, n: int) -> np.ndarray | None:
-        """The classes of the `n` clips `__call__` samples (each batch cycles through the
-        method's `sample_labels`), or None when the method has none."""
-        per_batch = getattr(self.method, "sample_labels", lambda b: None)(self.batch)
-        if per_batch is None:
-            return None
-        return np.tile(np.asarray(per_batch), math.ceil(n / self.batch))[:n]
+        """The classes of the first `n` clips `__call__` samples (the method's
+        `sample_labels`, cycling over all clips), or None when the method has none."""
+        got = getattr(self.method, "sample_labels", lambda k: None)(
+            math.ceil(n / self.batch) * self.batch)
+        return None if got is None else np.asarray(got)
 
     def __call__(self, params: Any, rng: jax.Array, n: int) -> np.ndarray:
         """uint8 [n, T, H, W, C]."""
         from vdiff.data.video_io import to_uint8
 
         generated = []
+        labels = self.labels(n)
         for i in range(math.ceil(n / self.batch)):
-            videos = self.sample_fn(params, jax.random.fold_in(rng, i))
+            batch_labels = (None if labels is None
+                            else jnp.asarray(labels[i * self.batch:(i + 1) * self.batch]))
+            videos = self.sample_fn(params, jax.random.fold_in(rng, i), batch_labels)
             generated.append(to_uint8(np.asarray(jax.device_get(videos))))
         return np.concatenate(generated)[:n]
 
@@ -191,7 +195,7 @@ class DigitScoreEvaluator:
                "digit_confidence_real": self.real["confidence"],
                "digit_score_real": self.real["score"]}
         if self.by_class:
-            asked = [moving_digits.digits_of_class(int(c)) for c in self.sample.labels(n)]
+            asked = [moving_digits.digits_of_class(int(c)) for c in self.sample.labels(n)[:n]]
             alone = [i for i, d in enumerate(asked) if len(d) == 1]
             if alone:
                 out["digit_accuracy"] = digit_score.accuracy(

@@ -652,12 +652,12 @@ class PVDMLatentStage:
 
     def sample(self, params: Any, rng: jax.Array, *, num_samples: int,
                num_steps: int = 100, guidance_scale: float = 0.0, gamma: float = 0.3,
-               **unused: Any) -> jax.Array:
+               labels: jax.Array | None = None, **unused: Any) -> jax.Array:
         """The trainer's periodic samples and the sampling evaluators: `num_frames` frames
-        per video; a class-conditional model's labels are `sample_labels(num_samples)`."""
+        per video; a class-conditional model's labels default to `sample_labels(num_samples)`."""
         del unused
         sampler = self.config.pvdm.sampler
         kwargs = {"gamma": gamma} if sampler == "ancestral" else {}
         return self.generate_long_video(params, rng, num_samples, self.num_frames,
-                                        sampler=sampler, num_steps=num_steps,
+                                        sampler=sampler, num_steps=num_steps, labels=labels,
                                         guidance_scale=guidance_scale, **kwargs)

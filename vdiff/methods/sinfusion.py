@@ -80,6 +80,10 @@ def sinfusion_defaults(role: str = "predictor") -> ml_collections.ConfigDict:
       residual             Predictor only (x0 parameterization): the network predicts the
                            change x_{n+k} − x_n, so x̂0 = frame n + output (copying the frame
                            is the zero-output starting point instead of something to learn)
+      role_depth           per-role NextNet depth overriding model.depth (0: model.depth),
+                           e.g. a shallow Predictor (its receptive field limits the motion it
+                           can memorise) beside the paper-depth Projector (whose receptive
+                           field sets how diverse its samples are)
       context_frames       Predictor only: clean frames it is conditioned on — 1 (the paper:
                            frame n) or c > 1 (frames n, n − k, …, n − (c−1)·k on channels,
                            so a rollout at stride k feeds back its own last c frames): one
@@ -105,7 +109,8 @@ def sinfusion_defaults(role: str = "predictor") -> ml_collections.ConfigDict:
     c.sinfusion = ml_collections.ConfigDict(dict(
         role=role, max_k=3, curriculum_stage_steps=2000, backward=True, eta=1.0,
         correction_level=0.25, sample_num_frames=8, residual=False,
-        context_frames=1))
+        context_frames=1, role_depth=ml_collections.ConfigDict(
+            {r: 0 for r in ROLE_PARAMETERIZATION})))
     c.train = base.train
     c.train.batch_size, c.train.num_steps = 8, 50_000
     c.train.lr, c.train.warmup_steps, c.train.ema_decay = 2e-4, 500, 0.995
@@ -523,6 +528,9 @@ def role_config(config: Any, role: str) -> Any:
                 c.train.lr_decay_every = max(1, int(steps) // 4)
         if role == "image":
             c.data.num_frames = 1
+        depth = int(c.sinfusion.get("role_depth", {}).get(role, 0))  # absent: older configs
+        if depth:
+            c.model.depth = depth
     return c
 
 
