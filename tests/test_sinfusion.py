@@ -193,6 +193,26 @@ def test_roles_init_and_loss(role, in_channels, param):
         assert float(metrics["curriculum_max_k"]) == 1.0
 
 
+def test_role_depth_sets_one_roles_network_depth():
+    """sinfusion.role_depth: a shallow Predictor beside a paper-depth Projector in one
+    workdir; each role's config (training, eval and sampling all use role_config) builds
+    its own depth, and 0 falls back to model.depth."""
+    c = tiny_config("predictor")
+    c.sinfusion.role = "all"
+    c.model.depth = 4
+    c.sinfusion.role_depth.predictor = 2
+    depths = {r: sf.role_config(c, r).model.depth for r in ("predictor", "projector",
+                                                             "interpolator")}
+    assert depths == {"predictor": 2, "projector": 4, "interpolator": 4}
+
+    def blocks(role):
+        m = sf.make_sinfusion(sf.role_config(c, role))
+        params = strip_boxes(m.init(jax.random.key(0), m.example_batch(1)))
+        return sum(name.startswith("block") for name in params)
+
+    assert blocks("predictor") == 2 and blocks("projector") == 4
+
+
 def test_predictor_training_lowers_loss():
     m = sf.SinFusionPredictor(tiny_config("predictor", num_frames=4))
     video = sf.synthetic_frames(1, 4, 16, 16, C)
