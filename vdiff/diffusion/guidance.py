@@ -53,6 +53,26 @@ def classifier_free_eps(eps_uncond: Array, eps_cond: Array, *, scale: Scalar) ->
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
+def class_guided_denoiser(predict: Callable[[Array, Array, Array], tuple[Array, Array]],
+                          labels: Array | None, *, null_class: int, weight: Scalar) -> DenoiseFn:
+    """`denoise_fn(z, logsnr) -> x̂0` of a class-conditional network with classifier-free
+    guidance of weight w: ε̃ = (1 + w)·ε(z, c) − w·ε(z, ∅), ∅ = `null_class`.
+
+    `predict(z, logsnr, labels) -> (x̂0, ε̂)` runs the network; w = 0 (or no labels) is
+    the plain prediction, one network call; otherwise two.
+    """
+    def denoise_fn(z: Array, logsnr: Array) -> Array:
+        x0_hat, eps_hat = predict(z, logsnr, labels)
+        if labels is None or not weight:
+            return x0_hat
+        with jax.named_scope("classifier_free_guidance"):
+            _, eps_null = predict(z, logsnr, jnp.full_like(labels, null_class))
+            eps = classifier_free_eps(eps_null, eps_hat, scale=1 + weight)
+            return x0_from_eps(z=z, eps=eps, logsnr=logsnr)
+
+    return denoise_fn
+
+
 def multi_condition_eps(eps_list: Sequence[Array], scales: Sequence[Scalar]) -> Array:
     """Ordered multi-condition guidance for [ε(∅), ε(c₁), ε(c₁, c₂), …]:
 

@@ -602,14 +602,9 @@ class PVDMLatentStage:
             return targets.predictions(z=z, model_output=out, logsnr=logsnr,
                                        parameterization=self.parameterization)
 
-        def denoise_fn(z: jax.Array, logsnr: jax.Array) -> jax.Array:
-            x0_hat, eps_hat = predict(z, logsnr, labels)
-            if not (self.num_classes and guidance_scale):
-                return x0_hat
-            _, eps_null = predict(z, logsnr, jnp.full_like(labels, self.num_classes))
-            eps = guidance.classifier_free_eps(eps_null, eps_hat, scale=1 + guidance_scale)
-            return targets.x0_from_eps(z=z, eps=eps, logsnr=logsnr)
-        return denoise_fn
+        return guidance.class_guided_denoiser(
+            predict, labels, null_class=self.num_classes,
+            weight=guidance_scale if self.num_classes else 0.0)
 
     def sample_latents(self, params: Any, rng: jax.Array, num: int, cond: jax.Array | None, *,
                        sampler: str, num_steps: int, labels: jax.Array | None = None,
