@@ -84,8 +84,34 @@ def test_two_processes_train_like_one_process_through_a_checkpoint(tmp_path):
     step_two, state_two, _ = load_raw(os.path.join(two, "checkpoints"))
     step_one, state_one, _ = load_raw(os.path.join(one, "checkpoints"))
     assert step_two == step_one == 4
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 state_two["params"], state_one["params"])
+    atol = _adam_noise_atol(state_one, one, steps=4)
+    jax.tree.map(lambda a, b, tol: np.testing.assert_allclose(a, b, rtol=1e-4, atol=tol),
+                 state_two["params"], state_one["params"], atol)
+
+
+def _adam_noise_atol(state, workdir: str, *, steps: int, eps: float = 1e-8,
+                     b2: float = 0.999) -> dict:
+    """Per-leaf absolute tolerance for comparing two runs' parameters: 1e-6, except for
+    leaves whose gradient RMS √v̂ (Adam's bias-corrected second moment) is below Adam's ε.
+
+    Upstream of the zero-initialised output conv, gradients are ~1e-11 in the first steps,
+    the size of the rounding differences between 2×4 and 1×8 device reductions; Adam's
+    update lr·m̂/(√v̂ + ε) turns that noise into parameter differences of up to
+    Σ_t lr_t · √v̂ / ε per step sum (1.7e-6 measured for two such biases), so those leaves
+    get 1e-6 + 2 Σ_t lr_t √v̂ / ε. Leaves with real gradients keep 1e-6.
+    """
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        lr_sum = sum(m["learning_rate"] for m in map(json.loads, f) if "learning_rate" in m)
+    nus = [x["nu"] for x in jax.tree.leaves(state["opt_state"],
+                                            is_leaf=lambda x: isinstance(x, dict) and "nu" in x)
+           if isinstance(x, dict) and "nu" in x]
+    assert len(nus) == 1, "expected one Adam state in the optimizer"
+
+    def atol(nu):
+        rms = float(np.sqrt(np.max(np.asarray(nu)) / (1 - b2 ** steps)))
+        return 1e-6 + (2 * lr_sum * rms / eps if rms < eps else 0.0)
+
+    return jax.tree.map(atol, nus[0])
 
 
 def test_checkpoint_restores_onto_another_mesh(tmp_path):
