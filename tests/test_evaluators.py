@@ -142,6 +142,32 @@ def test_digit_score_evaluator_scores_real_digits_like_real_and_scrambled_ones_l
         evaluators.DigitScoreEvaluator(config, None, mesh, settings)
 
 
+def test_sampled_clips_cycle_class_labels_across_batches():
+    """A class-conditional method's labels run on from batch to batch (a per-batch restart
+    would never ask for the classes past the batch size), and each batch's labels are the
+    ones handed to `method.sample`."""
+    import jax.numpy as jnp
+
+    from vdiff.train import sharding
+
+    class Fake:
+        def sample_labels(self, n):
+            return jnp.arange(n, dtype=jnp.int32) % 10
+
+        def sample(self, params, rng, *, num_samples, labels=None, **kwargs):
+            return jnp.broadcast_to(labels.astype(jnp.float32)[:, None, None, None, None] / 9,
+                                    (num_samples, 1, 2, 2, 1)) * 2 - 1
+
+    config = ml_collections.ConfigDict(dict(sample=dict(num_samples=8)))
+    mesh = sharding.make_mesh((-1, 1, 1))
+    settings = dict(num_steps=1, guidance_scale=0.0, gamma=0.0, batch_size=8)
+    clips = evaluators._SampledClips("test", config, Fake(), mesh, settings)
+    np.testing.assert_array_equal(clips.labels(20)[:20], np.arange(20) % 10)
+    videos = clips(None, jax.random.key(0), 20)
+    got = np.rint(videos[:, 0, 0, 0, 0] / 255 * 9)
+    np.testing.assert_array_equal(got, np.arange(20) % 10)
+
+
 def test_heldout_loss_is_the_methods_loss_on_fixed_batches_with_paired_noise(tmp_path):
     from vdiff.methods import get_method
 
