@@ -311,10 +311,9 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
     params, step = restore_ema_params(config, workdir, method, mesh)
     labels = None
     if method.num_classes:
-        if opts.label >= method.num_classes:
-            raise ConfigError(f"--label={opts.label} but the model has {method.num_classes} classes")
-        labels = (jnp.full((opts.num_samples,), opts.label, jnp.int32) if opts.label >= 0
-                  else jnp.arange(opts.num_samples, dtype=jnp.int32) % method.num_classes)
+        labels = label_flag(opts.label, method.num_classes, opts.num_samples)
+        if labels is None:  # cycle through the classes
+            labels = jnp.arange(opts.num_samples, dtype=jnp.int32) % method.num_classes
     rng = jax.random.key(opts.seed)
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules_from_config(
             config.sharding.logical_axis_rules)):
@@ -360,6 +359,17 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
     return directory
 
 
+def label_flag(label: int, num_classes: int, num: int) -> jax.Array | None:
+    """--label as int32 [num] labels (None for −1), or a clear error for a class the model
+    does not have."""
+    if label < 0:
+        return None
+    if label >= num_classes:
+        raise ConfigError(f"--label={label} but the model has {num_classes} classes "
+                          "(model.num_classes)")
+    return jnp.full((num,), label, jnp.int32)
+
+
 def run_pvdm_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
     """PVDM latent model: `unconditional` = data.num_frames frames, `extend` = a long video
     of --num_frames (default 8 clips), clip by clip (`PVDMLatentStage.generate_long_video`)."""
@@ -380,12 +390,7 @@ def run_pvdm_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
     if opts.sampler == "ancestral":
         kwargs.setdefault("gamma", config.sample.gamma)
     clips = -(-frames // method.clip_frames)
-    labels = None
-    if opts.label >= 0:
-        if opts.label >= method.num_classes:
-            raise ConfigError(f"--label={opts.label} but the latent model has "
-                              f"{method.num_classes} classes (model.num_classes)")
-        labels = jnp.full((num,), opts.label, jnp.int32)
+    labels = label_flag(opts.label, method.num_classes, num)  # None: the method's cycle
     logging.info("sampling %d videos of %d frames (%d clips, %s, %d steps each)", requested,
                  frames, clips, opts.sampler, opts.num_steps)
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules_from_config(

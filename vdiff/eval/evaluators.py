@@ -93,8 +93,9 @@ class _SampledClips:
                                                                       **kwargs))
 
     def labels(self, n: int) -> np.ndarray | None:
-        """The classes of the first `n` clips `__call__` samples (the method's
-        `sample_labels`, cycling over all clips), or None when the method has none."""
+        """The classes of every clip `__call__` draws for `n` (whole batches, so possibly
+        more than n): the method's `sample_labels`, cycling over all clips; None when the
+        method has none."""
         got = getattr(self.method, "sample_labels", lambda k: None)(
             math.ceil(n / self.batch) * self.batch)
         return None if got is None else np.asarray(got)
