@@ -8,8 +8,8 @@
 #   - Projector and Interpolator: the paper's x0 models (depth 16), batch 4.
 # TRAIN_SECONDS=0 skips training (evaluate and sample the checkpoints in WORKDIR).
 # Run from the repository root after `source benchmarks/device_env.sh`, with the carphone
-# frames carried (WITH_CARPHONE=1 bash benchmarks/device_carry.sh). Copies eval.jsonl, the
-# metrics and the gifs to $OUT (when set).
+# frames carried (WITH_CARPHONE=1 bash benchmarks/device_carry.sh). Archives the logs, eval.jsonl,
+# the metrics and the samples (gif, npz) into $OUT/sinfusion_showcase.tgz (when OUT is set).
 #
 #   bash benchmarks/sinfusion_showcase.sh WORKDIR TRAIN_SECONDS
 set -uo pipefail
@@ -25,6 +25,15 @@ common=(--config.diffusion.parameterization=x0 --config.sinfusion.residual=True
   --config.evals.sinfusion_next_frame.validation_frames=16
   --config.evals.sinfusion_next_frame.max_pairs=24)
 mkdir -p "$workdir"
+archive() {  # one archive, rewritten after every stage, so a call cut short by its time limit
+  # still brings back what was done (the device tool returns at most 8 files from $OUT)
+  [[ -n ${OUT:-} ]] || return 0
+  (cd "$workdir" && tar czf "$OUT/sinfusion_showcase.tgz" --ignore-failed-read *.json* *.log \
+     $(find . -path ./samples -prune -o -name 'eval.jsonl' -print -o -name 'metrics.jsonl' \
+       -print) $(find samples -name '*.gif' -o -name '*.json' -o -name '*.npz' 2>/dev/null) \
+     2>/dev/null)
+  return 0
+}
 start=$(date +%s)
 pids=()
 for role in predictor projector interpolator; do
@@ -39,13 +48,16 @@ for role in predictor projector interpolator; do
 done
 for p in "${pids[@]}"; do wait "$p"; done
 (( seconds > 0 )) && echo "{\"train_seconds\": $(( $(date +%s) - start ))}" > "$workdir/wall.json"
+archive
 # the final evaluation with the paper's 1-sample next-frame score as well as the posterior mean
 timeout -s TERM -k 10 240 python -m vdiff.main --config="$config" --workdir="$workdir" --mode=eval "${common[@]}" \
   --config.evals.sinfusion_next_frame.num_samples=1 > "$workdir/eval.log" 2>&1
+archive
 sample() {  # NAME FLAGS...
   local name=$1; shift
   timeout -s TERM -k 10 120 python -m vdiff.main --config="$config" --workdir="$workdir" --mode=sample "${common[@]}" \
     --num_samples=2 --output_dir="$workdir/samples/$name" "$@" >> "$workdir/sample.log" 2>&1
+  archive
 }
 sample forward_from_79 --application=extrapolate --direction=forward --start_frame=79 \
   --num_frames=24
@@ -53,15 +65,3 @@ sample backward_from_60 --application=extrapolate --direction=backward --start_f
   --num_frames=24
 sample video_from_projector --application=video --start_frame=-1 --num_frames=32
 sample upsample_x4 --application=upsample --upsample_factor=4 --num_frames=12
-if [[ -n ${OUT:-} ]]; then
-  cp "$workdir"/*.json* "$OUT"/ 2>/dev/null
-  cp "$workdir/predictor/eval.jsonl" "$OUT/predictor_eval.jsonl" 2>/dev/null
-  for r in predictor projector interpolator; do
-    cp "$workdir/$r/metrics.jsonl" "$OUT/${r}_metrics.jsonl" 2>/dev/null
-    tail -n 30 "$workdir/$r.log" > "$OUT/$r.log.tail"
-  done
-  tail -n 40 "$workdir/eval.log" > "$OUT/eval.log.tail"
-  tail -n 40 "$workdir/sample.log" > "$OUT/sample.log.tail"
-  (cd "$workdir/samples" && find . -name '*.gif' -o -name '*.json' | while read -r f; do
-     f=${f#./}; cp "$f" "$OUT/samples__${f//\//__}"; done)
-fi

@@ -496,9 +496,9 @@ def test_unconditional_model_and_frame_count_checks(ldm, ae_workdir):
     assert not m.conditional and ldm.cond.conditional
     assert m.example_batch(1)["video"].shape[1] == s
     assert ldm.cond.example_batch(1)["video"].shape[1] == 2 * s
-    c_lat = m.latent_channels
-    assert ldm.unc_params["unet"]["conv_in"]["Conv_0"]["kernel"].shape[2] == c_lat
-    assert ldm.cond_params["unet"]["conv_in"]["Conv_0"]["kernel"].shape[2] == 2 * c_lat
+    c_lat = m.latent_channels  # + 3 one-hot plane-identity channels (model.plane_inputs)
+    assert ldm.unc_params["unet"]["conv_in"]["Conv_0"]["kernel"].shape[2] == c_lat + 3
+    assert ldm.cond_params["unet"]["conv_in"]["Conv_0"]["kernel"].shape[2] == 2 * c_lat + 3
 
     rng = jax.random.key(8)
     fn = jax.jit(lambda p, v: m.loss(p, {"video": v}, rng))

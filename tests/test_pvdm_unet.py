@@ -104,7 +104,8 @@ def test_param_tree_independent_of_plane_shapes():
     # One ResBlock per UNet slot (down 2 + middle 2 + up 2×2), not one per plane.
     res = [k for k in a["params"] if "_res_" in k]
     assert len(res) == 8 and all(list(a["params"][k]) == ["ResBlock_0"] for k in res)
-    assert a["params"]["conv_in"]["Conv_0"]["kernel"] == (3, 3, C + C_COND, 16)
+    # z, cond and the three one-hot plane-identity channels
+    assert a["params"]["conv_in"]["Conv_0"]["kernel"] == (3, 3, C + C_COND + 3, 16)
     # The only plane-indexed parameters are the plane embeddings.
     is_shape = lambda x: isinstance(x, tuple)  # noqa: E731
     for path, shape in jax.tree_util.tree_flatten_with_path(a, is_leaf=is_shape)[0]:
@@ -112,22 +113,33 @@ def test_param_tree_independent_of_plane_shapes():
             assert "plane_embed" in jax.tree_util.keystr(path), path
 
 
-def test_identical_planes_give_identical_outputs(params):
+def test_identical_planes_give_identical_outputs_without_plane_inputs():
     """Shared weights + symmetric attention: s = h = w in → s = h = w out (plane embed 0,
-    no coordinate features)."""
-    apply = jitted_apply(MODEL)
-    p = perturb(params, 2, keep=lambda path: "plane_embed" in path)
-    p = jax.tree_util.tree_map_with_path(
-        lambda path, x: jnp.zeros_like(x) if "plane_embed" in jax.tree_util.keystr(path) else x, p)
+    no coordinate features, no plane-identity inputs)."""
+    sym = MODEL.clone(plane_inputs=False)
     one, c = planes(SQUARE, C, 4).s, planes(SQUARE, C_COND, 5).s
-    out = apply(p, Triplane(one, one, one), LOGSNR, Triplane(c, c, c))
+    z, cond = Triplane(one, one, one), Triplane(c, c, c)
+    p = nn.meta.unbox(jax.jit(lambda r: sym.init(r, z, LOGSNR, cond=cond))(jax.random.key(1)))
+    p = perturb(p, 2, keep=lambda path: "plane_embed" in path)
+    apply = jitted_apply(sym)
+    out = apply(p, z, LOGSNR, cond)
     assert np.max(np.abs(out.s)) > 1e-2
     np.testing.assert_allclose(out.h, out.s, atol=1e-5)
     np.testing.assert_allclose(out.w, out.s, atol=1e-5)
     # Control: the plane embedding is what lets attention tell the planes apart.
     p2 = perturb(p, 3, keep=lambda path: "plane_embed" not in path)
-    out2 = apply(p2, Triplane(one, one, one), LOGSNR, Triplane(c, c, c))
+    out2 = apply(p2, z, LOGSNR, cond)
     assert np.max(np.abs(out2.h - out2.s)) > 1e-3
+
+
+def test_plane_inputs_let_the_convolutions_tell_planes_apart(params):
+    """With the plane-identity channels (the default) identical planes give different
+    outputs through the convolutions alone: no attention layer, no plane embedding."""
+    one, c = planes(SQUARE, C, 4).s, planes(SQUARE, C_COND, 5).s
+    out = jitted_apply(NO_ATTN)(drop_attention(params), Triplane(one, one, one), LOGSNR,
+                                Triplane(c, c, c))
+    assert np.max(np.abs(out.h - out.s)) > 1e-2
+    assert np.max(np.abs(out.w - out.h)) > 1e-2
 
 
 def test_axis_features_are_shared_by_the_tokens_of_one_clip_coordinate():

@@ -82,6 +82,9 @@ def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
       base_channels, channel_mults, num_res_blocks, attn_levels (downsampling levels with
       joint attention; level i = factor 2^i), head_dim, dropout, remat, attention_impl, dtype,
       axis_positions (coordinate features in joint attention; models/pvdm_unet.py; off),
+      plane_inputs (one-hot plane identity channels at the UNet's input, so its shared
+      convolutions can treat content and motion planes differently; on; configs saved
+      before it existed read as off),
       num_classes (0: unconditional; else batch["label"] in [0, n) conditions the UNet,
       dropped to the null class n with probability diffusion.cond_drop_prob, so sampling
       can use classifier-free guidance)
@@ -128,7 +131,8 @@ def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
         c.model = ml_collections.ConfigDict(dict(
             base_channels=256, channel_mults=(1, 2, 4, 4), num_res_blocks=2,
             attn_levels=(0, 1, 2), head_dim=64, dropout=0.0, remat=False,
-            attention_impl="xla", dtype="float32", axis_positions=False, num_classes=0))
+            attention_impl="xla", dtype="float32", axis_positions=False, plane_inputs=True,
+            num_classes=0))
     c.diffusion = base.diffusion
     c.diffusion.update(dict(parameterization="eps", loss_space="eps", schedule="linear_beta",
                             cond_drop_prob=0.0))
@@ -420,7 +424,8 @@ class PVDMLatentStage:
             attn_levels=tuple(m.attn_levels), head_dim=int(m.head_dim),
             dropout=float(m.dropout), attention_impl=_impl(m.attention_impl),
             remat=bool(m.remat), dtype=_dtype(m.dtype), num_classes=self.num_classes,
-            axis_positions=bool(m.get("axis_positions", False)))  # absent in older configs
+            axis_positions=bool(m.get("axis_positions", False)),  # absent in older configs
+            plane_inputs=bool(m.get("plane_inputs", False)))  # ditto: keeps their weights valid
         diff = config.diffusion
         self.parameterization = diff.parameterization
         targets.check_parameterization(self.parameterization)

@@ -32,6 +32,15 @@ features, and attention can align the planes by position rather than guessing it
 content and zero padding (the paper's UNet has no positional signal in attention). On
 moving digits it changed nothing measurable after 1,000 steps (README, PVDM).
 
+With `plane_inputs` (on in `pvdm_defaults`) three constant one-hot channels naming the plane
+(s, h, w) join the input before the first convolution. Without them the convolutions compute
+the same function on every plane, so where z carries no plane-specific signal (at high noise,
+where z is nearly pure noise, and with equal plane sizes, as for moving digits' 8×8×8
+latents) the conv path predicts the same for z^s as for z^h and z^w, though content and
+motion planes have different statistics; only the zero-initialised plane embedding of the
+attention layers could break the tie. The paper's UNet lays the planes side by side on one
+canvas, where padding at the canvas edges gives the convolutions that cue implicitly.
+
 Long videos are generated clip by clip, p(z_k | z_{k−1}): the previous clip's latents
 `cond` are concatenated to z on channels, plane-wise, before the first convolution; the
 first clip (or the unconditional branch) passes zeros. The input width is fixed at
@@ -182,6 +191,7 @@ class TriplaneUNet(nn.Module):
     remat: bool = False
     dtype: Any = jnp.float32
     axis_positions: bool = False  # coordinate features in attention (module docstring)
+    plane_inputs: bool = True  # one-hot plane identity channels at the input (docstring)
 
     def _res_block(self, features: int, name: str) -> TriplaneResBlock:
         cls = nn.remat(TriplaneResBlock, static_argnums=(3,)) if self.remat else TriplaneResBlock
@@ -192,14 +202,16 @@ class TriplaneUNet(nn.Module):
                                  self.axis_positions, name=name)
 
     def _check_input_width(self, width: int, has_cond: bool) -> None:
-        """At apply time, fail clearly when z (+cond) does not match conv_in's width."""
+        """At apply time, fail clearly when z (+cond, +plane ids) does not match conv_in's
+        width."""
         if self.is_initializing() or "conv_in" not in self.variables.get("params", {}):
             return
         kernel = nn.meta.unbox(self.variables["params"]["conv_in"]["Conv_0"]["kernel"])
         expected = kernel.shape[2]
         if expected != width:
+            ids = " + 3 plane ids" if self.plane_inputs else ""
             raise ValueError(
-                f"z{' + cond' if has_cond else ''} has {width} channels but conv_in was "
+                f"z{' + cond' if has_cond else ''}{ids} has {width} channels but conv_in was "
                 f"initialised for {expected}: a model initialised with cond must always be "
                 "called with cond (zeros when there is no previous clip), one initialised "
                 "without it never")
@@ -221,6 +233,10 @@ class TriplaneUNet(nn.Module):
                     raise ValueError(f"cond plane {name} has shape {cp.shape}, expected "
                                      f"{zp.shape[:3]} + (channels,) to match z")
             x = concat_channels(z, Triplane(*(c.astype(z.s.dtype) for c in cond)))
+        if self.plane_inputs:
+            x = Triplane(*(jnp.concatenate(
+                [p, jnp.broadcast_to(jax.nn.one_hot(k, 3, dtype=p.dtype), (*p.shape[:3], 3))],
+                axis=-1) for k, p in enumerate(x)))
         self._check_input_width(x.s.shape[-1], cond is not None)
         x = Triplane(*(p.astype(self.dtype) for p in x))
 
