@@ -14,11 +14,19 @@ two-clip examples it measures, in one JSON:
   digits        the digit classifier's confidence and score (vdiff/eval/digit_score.py)
                 for the real clips, the reconstructions and each sampler's videos: what
                 FVD cannot see at 32×32
+  class_info    on held-out one-digit clips, how often the classifier reads the right digit
+                in the real frames, in decode(z + σ·ε) for each σ (does the digit's
+                identity survive latent errors of a sample's size?) and, for a
+                class-conditional model, in the decoded one-step x̂0 from z_t at each noise
+                level given the true class and given the null class (does the model use
+                its class where the latent alone no longer tells the digit?)
 
 and writes a PNG per row of (b) and one of the reconstructions (rows = videos, columns =
 frames) next to the JSON, and each sampler's videos as `pvdm_diagnose_<sampler>.npz`.
 
   python benchmarks/pvdm_diagnose.py --ldm_workdir W --out W/diagnose.json
+  python benchmarks/pvdm_diagnose.py --ldm_workdir W --fvd=0 --samplers= --out ...
+      # no I3D weights needed, no sampling: latent, decoder, one-step and class_info only
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vdiff.data import pipeline  # noqa: E402
+from vdiff.data import moving_digits, pipeline  # noqa: E402
 from vdiff.data.video_io import to_uint8  # noqa: E402
 from vdiff.diffusion import targets  # noqa: E402
 from vdiff.eval import digit_score, fvd, i3d  # noqa: E402
@@ -61,6 +69,54 @@ def save_grid(videos: np.ndarray, path: str, rows: int = 8) -> None:
     Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
 
 
+def one_digit_clips(data_config, num: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `num` held-out (test) uint8 clips that show one digit, and that digit."""
+    clips, classes = pipeline.take_clips(data_config, 4 * num, split="test", seed=1,
+                                         random_flip=False, label_from="digit_set",
+                                         with_labels=True)
+    digits = [moving_digits.digits_of_class(int(c)) for c in classes]
+    keep = [i for i, d in enumerate(digits) if len(d) == 1][:num]
+    return clips[keep], np.asarray([digits[i][0] for i in keep])
+
+
+def class_info(method, params, data_config, *, num: int, batch: int, sigmas, times,
+               rng) -> dict:
+    """The `class_info` section (module docstring) for clip 1 of one-digit clips."""
+    s = method.clip_frames
+    clips, digits = one_digit_clips(data_config, num)
+    clf = digit_score.classifier(int(data_config.resolution))
+    # v: decoded clips in [−1, 1]
+    acc = lambda v: digit_score.accuracy(to_uint8(np.asarray(v)), digits, clf)  # noqa: E731
+    x = jnp.asarray(clips[:, :s], jnp.float32) / 127.5 - 1.0
+    encode = jax.jit(lambda v: method.encode(params, v))
+    decode = jax.jit(lambda z: jnp.clip(method.decode(params, z), -1, 1))
+    chunks = lambda a: [a[i:i + batch] for i in range(0, len(a), batch)]  # noqa: E731
+    dec = lambda z: np.concatenate([decode(b) for b in chunks(z)])  # noqa: E731
+    z = jnp.concatenate([encode(b) for b in chunks(x)])
+    out = {"num_clips": len(digits), "real": digit_score.accuracy(clips[:, :s], digits, clf),
+           "decoded_with_latent_noise": {}}
+    for i, sigma in enumerate(sigmas):
+        noise = sigma * jax.random.normal(jax.random.fold_in(rng, 200 + i), z.shape)
+        out["decoded_with_latent_noise"][str(sigma)] = acc(dec(z + noise))
+    if not method.num_classes:
+        return out
+    # clip 1 as the model samples it: unconditional on a previous clip (zeros)
+    cond = jnp.zeros_like(z) if method.conditional else None
+    true = jnp.asarray([moving_digits.one_digit_class(int(d)) for d in digits], jnp.int32)
+    null = jnp.full_like(true, method.num_classes)
+    denoise = jax.jit(lambda zt, l, lab: method.denoiser(params, cond, labels=lab)(zt, l))
+    out["one_step_x0"] = {}
+    for i, t in enumerate(times):
+        logsnr = method.schedule(jnp.full((len(digits),), t))
+        eps = jax.random.normal(jax.random.fold_in(rng, 300 + i), z.shape)
+        zt = targets.q_sample(x0=z, eps=eps, logsnr=logsnr)
+        out["one_step_x0"][str(t)] = {
+            "logsnr": float(logsnr[0]),
+            "true_class": acc(dec(jnp.clip(denoise(zt, logsnr, true), -1, 1))),
+            "null_class": acc(dec(jnp.clip(denoise(zt, logsnr, null), -1, 1)))}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ldm_workdir", required=True)
@@ -69,8 +125,11 @@ def main() -> None:
     parser.add_argument("--samplers", default="ddim:100,ddim:250,ancestral:256")
     parser.add_argument("--sigmas", default="0,0.05,0.1,0.2,0.3,0.5")
     parser.add_argument("--times", default="0.3,0.5,0.7,0.9")
+    parser.add_argument("--fvd", type=int, default=1, help="0: no FVD (no I3D weights)")
+    parser.add_argument("--class_times", default="0.5,0.7,0.8,0.9,0.95")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
+    sigmas = [float(v) for v in args.sigmas.split(",")]
 
     with open(os.path.join(args.ldm_workdir, "config.json")) as f:
         config = ml_collections.ConfigDict(json.load(f))
@@ -103,12 +162,20 @@ def main() -> None:
     clip2 = np.asarray(x[:, s:])
     rng = jax.random.key(0)
     out["decoder_psnr_vs_latent_noise"] = {}
-    for i, sigma in enumerate(float(v) for v in args.sigmas.split(",")):
+    for i, sigma in enumerate(sigmas):
         noise = sigma * jax.random.normal(jax.random.fold_in(rng, i), z2.shape)
         rec = np.concatenate([decode(b) for b in batches(z2 + noise)])
         out["decoder_psnr_vs_latent_noise"][str(sigma)] = psnr(rec, clip2)
 
-    denoise = jax.jit(lambda z, l, c: method.denoiser(params, c)(z, l))  # compiled once
+    out["class_info"] = class_info(
+        method, params, config.data, num=n, batch=args.batch, sigmas=sigmas,
+        times=[float(v) for v in args.class_times.split(",")], rng=jax.random.key(1))
+    print(json.dumps({"class_info": out["class_info"]}), flush=True)
+    dump()
+
+    # one-step x̂0 below: an unconditional-on-class model's (null class for a class model)
+    labels = (jnp.full((n,), method.num_classes, jnp.int32) if method.num_classes else None)
+    denoise = jax.jit(lambda z, l, c: method.denoiser(params, c, labels=labels)(z, l))
     out["one_step"] = {}
     for i, t in enumerate(float(v) for v in args.times.split(",")):
         logsnr = method.schedule(jnp.full((n,), t))
@@ -123,10 +190,13 @@ def main() -> None:
         out["one_step"][str(t)] = row
     dump()
 
-    extract = i3d.feature_extractor(batch_size=16, mesh=None)
-    real_stats = fvd.feature_stats(extract(to_i3d_clips(real)))
+    if args.fvd:
+        extract = i3d.feature_extractor(batch_size=16, mesh=None)
+        real_stats = fvd.feature_stats(extract(to_i3d_clips(real)))
 
     def fvd_of(videos: np.ndarray) -> float:
+        if not args.fvd:
+            return float("nan")
         stats = fvd.feature_stats(extract(to_i3d_clips(to_uint8(videos))))
         return float(fvd.frechet_distance_from_stats(*real_stats, *stats))
 
@@ -140,11 +210,12 @@ def main() -> None:
     dump()
     save_grid(np.concatenate([np.asarray(x[:4]), recon[:4]]),
               os.path.join(directory, "pvdm_diagnose_real_vs_recon.png"))
-    for spec in args.samplers.split(","):
+    for spec in filter(None, args.samplers.split(",")):
         name, steps = spec.split(":")
         t0 = time.perf_counter()
         gen = jax.jit(lambda r, name=name, steps=int(steps): method.generate_long_video(
-            params, r, args.batch, 2 * s, sampler=name, num_steps=steps))
+            params, r, args.batch, 2 * s, sampler=name, num_steps=steps,
+            guidance_scale=float(config.sample.get("guidance_scale", 0.0))))
         videos = np.concatenate([np.asarray(gen(jax.random.fold_in(rng, 1000 + i)))
                                  for i in range(-(-n // args.batch))])[:n]
         out["fvd"][spec] = fvd_of(videos)
