@@ -7,7 +7,8 @@
 channels (a 16× smaller latent than the clip). L1 + LPIPS, then the adversarial stage
 (2D + 3D patch discriminators, hinge loss, adaptive weight) from step 3000. Sized for one
 GPU in minutes; `:runlocal` is a CPU smoke run. Then train stage 2 with
-configs/pvdm_ldm_digits.py.
+configs/pvdm_ldm_digits.py. `:digits=static` trains on the same digits at rest (give the
+latent config the same `digits=`).
 """
 
 import ml_collections
@@ -17,11 +18,12 @@ from vdiff.methods.pvdm import pvdm_defaults
 
 
 def get_config(arg=None):
-    a = config_lib.parse_arg(arg, runlocal=False, steps=0, frames=8)
+    a = config_lib.parse_arg(arg, runlocal=False, steps=0, frames=8, digits="default")
     c = pvdm_defaults("pvdm_ae")
     c.data.name, c.data.channels = "moving_digits", 1
     c.data.num_frames, c.data.resolution = a.frames, 32
     c.data.random_flip, c.data.temporal_crop = False, "random"
+    c.data.builder_config = a.digits  # 'static': the same digits at rest (README, PVDM)
     c.model.update(dict(patch_size=4, latent_channels=4, width=128, encoder_depth=4,
                         decoder_depth=4, projection_depth=1, head_dim=32))
     c.pvdm.update(dict(gan_start_step=3000, gan_weight=0.1, disc_channels=32, disc_layers=2))

@@ -9,7 +9,8 @@ Examples are 16 frames = two 8-frame clips: with probability ½ the model sees t
 clip's latents (p(x² | x¹)), otherwise zeros (p(x)). The training set's latents are
 computed once at the start (`pvdm.cache_latents`). Samples and FVD use two clips (the
 second conditioned on the first). `ae=` is the pvdm_ae_digits.py workdir; `digits=large`
-trains on 15,000 moving-digits videos instead of 2,000 (same test videos); `fvd=False`
+trains on 15,000 moving-digits videos instead of 2,000 (same test videos), `digits=static`
+on the default's digits at rest (with an autoencoder trained on them); `fvd=False`
 drops the FVD evaluator (it needs the 49 MB I3D weights and cannot see broken strokes here),
 `evals=none` every evaluator (train now, evaluate later with `--mode=eval`), and
 `evals=digit_score+heldout_loss` keeps those only.

@@ -33,6 +33,20 @@ def test_generator_is_deterministic_and_varied():
     assert a.max() > 100 and not np.array_equal(a[0], a[1])
 
 
+def test_static_digits_are_the_moving_videos_first_frame_at_rest():
+    """The `static` builder config: same digits and start positions, no motion."""
+    from vdiff.data.builders.moving_digits import MovingDigits
+
+    static = {c.name: c for c in MovingDigits.BUILDER_CONFIGS}["static"]
+    for i in range(4):
+        moving, labels = moving_digits.make_video(i, seed=0, num_frames=6)
+        still, still_labels = moving_digits.make_video(
+            i, seed=0, num_frames=6, min_speed=static.min_speed, max_speed=static.max_speed)
+        np.testing.assert_array_equal(still_labels, labels)
+        np.testing.assert_array_equal(still, np.repeat(still[:1], 6, axis=0))
+        np.testing.assert_array_equal(still[0], moving[0])
+
+
 def test_one_or_two_digits():
     counts = {int((moving_digits.make_video(i, seed=0, num_frames=2)[1] >= 0).sum())
               for i in range(30)}
