@@ -5,13 +5,21 @@
 # samples asked for one digit alone, digit confidence against real frames, held-out loss
 # (EVALS, default digit_score+heldout_loss), and 64-frame long videos of every digit at the
 # first weight, all side by side (EVAL_SECONDS each, default 240). Results (metrics, logs,
-# gifs) are archived into $OUT/pvdm_classes.tgz after each stage when OUT is set.
+# gifs) are archived into $OUT/pvdm_classes_<WORKDIR's name>.tgz after each stage when OUT
+# is set.
 #
 #   bash benchmarks/pvdm_classes.sh AE_WORKDIR WORKDIR SECONDS [FLAGS...]
+#
+# AE_SECONDS=N first trains the autoencoder in AE_WORKDIR for N seconds (batch 32), so one
+# device call holds the whole run; DIGITS=static uses the digits at rest for both stages
+# (default: moving); DIAGNOSE=1 also runs `benchmarks/pvdm_diagnose.py --fvd=0 --samplers=`
+# beside the evaluations (class_info: where the class information is lost). Two runs can
+# share one GPU: give them different WORKDIRs and export XLA_PYTHON_CLIENT_PREALLOCATE=false.
 set -uo pipefail
 ae=$1 workdir=$2 seconds=$3
 shift 3
-cfg="configs/pvdm_ldm_digits.py:ae=$ae,fvd=False,classes=True${PVDM_LDM_ARG:+,$PVDM_LDM_ARG}"
+digits=${DIGITS:-default}
+cfg="configs/pvdm_ldm_digits.py:ae=$ae,fvd=False,classes=True,digits=$digits${PVDM_LDM_ARG:+,$PVDM_LDM_ARG}"
 ecfg="$cfg,evals=${EVALS:-digit_score+heldout_loss}"
 GUIDANCE=${GUIDANCE:-2 0}
 flags=(--config.train.batch_size=128 --config.train.lr=3e-4 --config.train.lr_schedule=cosine
@@ -20,9 +28,17 @@ flags=(--config.train.batch_size=128 --config.train.lr=3e-4 --config.train.lr_sc
 mkdir -p "$workdir"
 copy() {  # one archive: the device tool brings back at most 8 files from $OUT
   [[ -n ${OUT:-} ]] || return 0
-  (cd "$workdir" && tar czf "$OUT/pvdm_classes.tgz" --ignore-failed-read metrics.jsonl \
-     eval.jsonl *.log $(find long_video -type f 2>/dev/null))
+  (cd "$workdir" && tar czf "$OUT/pvdm_classes_$(basename "$workdir").tgz" \
+     --ignore-failed-read metrics.jsonl eval.jsonl *.log *.json \
+     $(find long_video -type f 2>/dev/null) 2>/dev/null)
+  return 0
 }
+if (( ${AE_SECONDS:-0} > 0 )); then  # SIGTERM: the trainer checkpoints and exits 0
+  timeout -s TERM -k 30 "$AE_SECONDS" python -m vdiff.main \
+    --config="configs/pvdm_ae_digits.py:digits=$digits" --workdir="$ae" \
+    --config.train.batch_size=32 > "$workdir/autoencoder.log" 2>&1
+  copy
+fi
 timeout -s TERM -k 30 "$seconds" python -m vdiff.main --config="$cfg,evals=none" \
   --workdir="$workdir" "${flags[@]}" >> "$workdir/train.log" 2>&1
 copy
@@ -40,5 +56,10 @@ timeout -s TERM -k 10 "${EVAL_SECONDS:-240}" python -m vdiff.main --config="$ecf
   --workdir="$workdir" --mode=sample --application=extend --num_frames=64 --num_samples=10 \
   --sampler=ddim --num_steps="${LONG_STEPS:-100}" --guidance_scale="$first" \
   --output_dir="$workdir/long_video" "${flags[@]}" > "$workdir/long_video.log" 2>&1 &
+if [[ ${DIAGNOSE:-0} == 1 ]]; then
+  timeout -s TERM -k 10 "${EVAL_SECONDS:-240}" python benchmarks/pvdm_diagnose.py \
+    --ldm_workdir="$workdir" --fvd=0 --samplers= --out="$workdir/diagnose.json" \
+    > "$workdir/diagnose.log" 2>&1 &
+fi
 wait
 copy
