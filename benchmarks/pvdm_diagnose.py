@@ -79,20 +79,18 @@ def one_digit_clips(data_config, num: int) -> tuple[np.ndarray, np.ndarray]:
     return clips[keep], np.asarray([digits[i][0] for i in keep])
 
 
-def class_info(method, params, data_config, *, num: int, batch: int, sigmas, times,
-               rng) -> dict:
-    """The `class_info` section (module docstring) for clip 1 of one-digit clips."""
+def class_info(method, params, data_config, *, encode, decode, batches, num: int, sigmas,
+               times, rng) -> dict:
+    """The `class_info` section (module docstring) for clip 1 of one-digit clips; `encode`,
+    `decode` (jitted, clips in [−1, 1]) and `batches` are main's, so nothing recompiles."""
     s = method.clip_frames
     clips, digits = one_digit_clips(data_config, num)
     clf = digit_score.classifier(int(data_config.resolution))
     # v: decoded clips in [−1, 1]
     acc = lambda v: digit_score.accuracy(to_uint8(np.asarray(v)), digits, clf)  # noqa: E731
     x = jnp.asarray(clips[:, :s], jnp.float32) / 127.5 - 1.0
-    encode = jax.jit(lambda v: method.encode(params, v))
-    decode = jax.jit(lambda z: jnp.clip(method.decode(params, z), -1, 1))
-    chunks = lambda a: [a[i:i + batch] for i in range(0, len(a), batch)]  # noqa: E731
-    dec = lambda z: np.concatenate([decode(b) for b in chunks(z)])  # noqa: E731
-    z = jnp.concatenate([encode(b) for b in chunks(x)])
+    dec = lambda z: np.concatenate([decode(b) for b in batches(z)])  # noqa: E731
+    z = jnp.concatenate([encode(b) for b in batches(x)])
     out = {"num_clips": len(digits), "real": digit_score.accuracy(clips[:, :s], digits, clf),
            "decoded_with_latent_noise": {}}
     for i, sigma in enumerate(sigmas):
@@ -168,7 +166,8 @@ def main() -> None:
         out["decoder_psnr_vs_latent_noise"][str(sigma)] = psnr(rec, clip2)
 
     out["class_info"] = class_info(
-        method, params, config.data, num=n, batch=args.batch, sigmas=sigmas,
+        method, params, config.data, encode=encode, decode=decode, batches=batches, num=n,
+        sigmas=sigmas,
         times=[float(v) for v in args.class_times.split(",")], rng=jax.random.key(1))
     print(json.dumps({"class_info": out["class_info"]}), flush=True)
     dump()
