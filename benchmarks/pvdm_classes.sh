@@ -12,7 +12,8 @@
 #
 # AE_SECONDS=N first trains the autoencoder in AE_WORKDIR for N seconds (batch 32), so one
 # device call holds the whole run; DIGITS=static uses the digits at rest for both stages
-# (default: moving); DIAGNOSE=1 also runs `benchmarks/pvdm_diagnose.py --fvd=0 --samplers=`
+# (default: moving); PVDM_AE_ARG / PVDM_LDM_ARG append config arguments to the autoencoder /
+# latent config (e.g. PVDM_AE_ARG=patch=2); DIAGNOSE=1 also runs `benchmarks/pvdm_diagnose.py --fvd=0 --samplers=`
 # beside the evaluations (class_info: where the class information is lost). Two runs can
 # share one GPU: give them different WORKDIRs and export XLA_PYTHON_CLIENT_PREALLOCATE=false.
 set -uo pipefail
@@ -33,9 +34,11 @@ copy() {  # one archive: the device tool brings back at most 8 files from $OUT
      $(find long_video -type f 2>/dev/null) 2>/dev/null)
   return 0
 }
+# Build the dataset before any timer starts (the `static` and `large` configs take ~30–60 s)
+python -m vdiff.data.prepare digits --digits_config="$digits" > "$workdir/prepare.log" 2>&1
 if (( ${AE_SECONDS:-0} > 0 )); then  # SIGTERM: the trainer checkpoints and exits 0
   timeout -s TERM -k 30 "$AE_SECONDS" python -m vdiff.main \
-    --config="configs/pvdm_ae_digits.py:digits=$digits" --workdir="$ae" \
+    --config="configs/pvdm_ae_digits.py:digits=$digits${PVDM_AE_ARG:+,$PVDM_AE_ARG}" --workdir="$ae" \
     --config.train.batch_size=32 > "$workdir/autoencoder.log" 2>&1
   copy
 fi

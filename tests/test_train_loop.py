@@ -147,6 +147,30 @@ def test_sigterm_saves_then_resume_completes(data_dir, tmp_path):
     assert checkpoint_steps(workdir)[-1] == steps[0] + 2
 
 
+def test_sigterm_while_fetching_metrics_still_saves(data_dir, tmp_path, monkeypatch):
+    """The signal lands after the step decided not to save (while its metrics are fetched
+    from the device): the stop must still write this step's checkpoint."""
+    from tests.helpers import load_config
+    from vdiff.train import metrics as metrics_lib, trainer
+    compute = metrics_lib.WindowMean.compute
+    calls = []
+
+    def compute_then_signal(self):
+        calls.append(1)
+        if len(calls) == 2:  # step 2's log, checkpoint_every=1000: no save was planned
+            os.kill(os.getpid(), signal.SIGTERM)
+        return compute(self)
+
+    monkeypatch.setattr(metrics_lib.WindowMean, "compute", compute_then_signal)
+    config = load_config("vdm_digits", "runlocal")
+    config.data.data_dir = data_dir
+    config.train.num_steps, config.train.log_every, config.train.checkpoint_every = 50, 1, 1000
+    config.sample.num_samples = 0
+    workdir = str(tmp_path / "race")
+    trainer.train_and_evaluate(config, workdir)
+    assert checkpoint_steps(workdir) == [2]
+
+
 def test_nan_stops_run_and_keeps_last_checkpoint(reference_run, data_dir, tmp_path):
     ref_dir, _ = reference_run
     workdir = str(tmp_path / "nan")

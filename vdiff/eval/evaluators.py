@@ -552,6 +552,16 @@ def run_evaluators(evaluators: list[tuple[str, Any]], params: Any,
     results: dict[str, float] = {}
     for i, (name, evaluator) in enumerate(evaluators):
         t0 = time.perf_counter()
-        results.update(evaluator(params, jax.random.fold_in(rng, i)))
-        logging.info("evaluator %s took %.1f s", name, time.perf_counter() - t0)
+        new = evaluator(params, jax.random.fold_in(rng, i))
+        results.update(new)
+        # each evaluator's numbers as soon as they exist: a run cut short keeps them in its log
+        logging.info("evaluator %s took %.1f s: %s", name, time.perf_counter() - t0,
+                     ", ".join(f"{k} {_short(v)}" for k, v in sorted(new.items())))
     return results
+
+
+def _short(value: Any) -> str:
+    try:
+        return f"{float(value):.4g}"
+    except (TypeError, ValueError):
+        return str(value)

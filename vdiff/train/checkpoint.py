@@ -23,6 +23,7 @@ class Checkpointer:
                  async_save: bool = True):
         self.directory = os.path.abspath(directory)
         self.save_every = save_every
+        self._last_saved: int | None = None  # an async save in flight is not in all_steps yet
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -44,12 +45,13 @@ class Checkpointer:
     def save(self, step: int, state: Any, data_state: dict[str, Any] | None, *,
              force: bool = False) -> bool:
         """Starts an (async) save; returns False if this step is already saved."""
-        if step in self.all_steps():
+        if step == self._last_saved or step in self.all_steps():
             return False
         args = {"state": ocp.args.StandardSave(state)}
         args["data"] = ocp.args.JsonSave(data_state or {})
         saved = self._manager.save(step, args=ocp.args.Composite(**args), force=force)
         if saved:
+            self._last_saved = step
             logging.info("checkpoint: saving step %d to %s", step, self.directory)
         return saved
 

@@ -243,6 +243,9 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
                         f"{k} {v:.4g}" for k, v in results.items()))
                     t_window = time.perf_counter()
                 if stop.requested and not is_last:
+                    # The signal may land after `save_now` was computed (while this step's
+                    # results were being fetched): save here too; a no-op if already saved.
+                    ckpt.save(step, state, data_state_of(data_iter, config.data), force=True)
                     ckpt.wait()
                     _log("stopped at step %d after %s; rerun the same command to resume",
                          step, stop.requested)
