@@ -5,8 +5,8 @@
 # samples asked for one digit alone, digit confidence against real frames, held-out loss
 # (EVALS, default digit_score+heldout_loss), and 64-frame long videos of every digit at the
 # first weight, all side by side (EVAL_SECONDS each, default 240). Results (metrics, logs,
-# gifs) are archived into $OUT/pvdm_classes_<WORKDIR's name>.tgz after each stage when OUT
-# is set.
+# gifs) are archived into $OUT/pvdm_classes_<WORKDIR's name>.tgz after each stage, and every
+# 20 s during the evaluations, when OUT is set.
 #
 #   bash benchmarks/pvdm_classes.sh AE_WORKDIR WORKDIR SECONDS [FLAGS...]
 #
@@ -29,9 +29,13 @@ flags=(--config.train.batch_size=128 --config.train.lr=3e-4 --config.train.lr_sc
 mkdir -p "$workdir"
 copy() {  # one archive: the device tool brings back at most 8 files from $OUT
   [[ -n ${OUT:-} ]] || return 0
-  (cd "$workdir" && tar czf "$OUT/pvdm_classes_$(basename "$workdir").tgz" \
+  local archive="$OUT/pvdm_classes_$(basename "$workdir").tgz" part
+  part="$archive.part.$BASHPID"
+  # Written beside and renamed, so a copy cut off by an outer timeout leaves the last one whole
+  (cd "$workdir" && tar czf "$part" \
      --ignore-failed-read metrics.jsonl eval.jsonl *.log *.json \
      $(find long_video -type f 2>/dev/null) 2>/dev/null)
+  mv -f "$part" "$archive" 2>/dev/null
   return 0
 }
 # Build the dataset before any timer starts (the `static` and `large` configs take ~30–60 s)
@@ -64,5 +68,9 @@ if [[ ${DIAGNOSE:-0} == 1 ]]; then
     --ldm_workdir="$workdir" --fvd=0 --samplers= --out="$workdir/diagnose.json" \
     > "$workdir/diagnose.log" 2>&1 &
 fi
-wait
+# Archive every 20 s while they run: an outer timeout then keeps what has finished
+( while sleep 20; do copy; done ) &
+archiver=$!
+for pid in $(jobs -p); do [[ $pid == "$archiver" ]] || wait "$pid"; done
+kill "$archiver" 2>/dev/null; wait "$archiver" 2>/dev/null
 copy
