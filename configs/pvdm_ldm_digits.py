@@ -67,6 +67,15 @@ def get_config(arg=None):
              if a.digits == "default" else {})
     c.evals.nearest_train = ml_collections.ConfigDict(dict(num_videos=64, num_fresh=256,
                                                            **fresh))
+    if a.runlocal:  # cheap evaluators, so `--mode=eval` (benchmarks/pvdm_*.sh) runs on CPU too
+        c.evals.digit_score.update(num_videos=2, num_steps=4)
+        c.evals.heldout_loss.update(num_batches=1, batch_size=4)
+        c.evals.nearest_train = ml_collections.ConfigDict(dict(num_videos=2, num_fresh=4,
+                                                               num_steps=4))
+        if "fvd" in c.evals:  # no I3D-sized run on CPU
+            del c.evals["fvd"]
+        if a.evals == "all":  # by default only the two that train no classifier first
+            a.evals = "heldout_loss+nearest_train"
     if a.evals == "none":  # train without evaluators (evaluate later with --mode=eval)
         c.evals = ml_collections.ConfigDict()
     elif a.evals != "all":  # a subset, e.g. evals=digit_score+heldout_loss
@@ -85,10 +94,6 @@ def get_config(arg=None):
         c.train.update(dict(batch_size=8, num_steps=4, warmup_steps=0, log_every=2,
                             checkpoint_every=4, sample_every=0))
         c.sample.num_samples, c.sample.num_steps = 2, 4
-        # cheap evaluators, so `--mode=eval` (benchmarks/pvdm_digits.sh) runs on CPU too
-        c.evals = ml_collections.ConfigDict(dict(
-            heldout_loss=dict(num_batches=1, batch_size=4),
-            nearest_train=dict(num_videos=2, num_fresh=4, num_steps=4)))
     # Each example is one whole stored video (16 frames; 8 in `tiny`) with no flips, so its
     # latents never change: encode the training set once instead of every step (3.3x fewer
     # FLOPs per step, benchmarks/pvdm_latent_cache.py). Other clip lengths encode per batch.

@@ -776,3 +776,18 @@ def test_cli_autoencoder_run_turned_the_gan_on(cli):
     assert by_step[2]["adv_weight"] == 0.0  # steps 0, 1: reconstruction only
     assert 0.0 < by_step[4]["adv_weight"] <= cap * (1 + 1e-6)  # steps 2, 3: adversarial
     assert all(np.isfinite(x["loss"]) and np.isfinite(x["d_loss"]) for x in by_step.values())
+
+
+def test_digits_latent_config_evaluator_selection_also_holds_for_runlocal():
+    """`evals=` picks evaluators by name; `runlocal` shrinks them (so the benchmark scripts'
+    `--mode=eval` calls run on CPU) without dropping the ones asked for."""
+    full = load_config("pvdm_ldm_digits", "")
+    assert {"digit_score", "heldout_loss", "nearest_train", "fvd"} <= set(full.evals)
+    picked = load_config("pvdm_ldm_digits", "runlocal,evals=digit_score+heldout_loss")
+    assert sorted(picked.evals) == ["digit_score", "heldout_loss"]
+    assert picked.evals.digit_score.num_videos < full.evals.digit_score.num_videos
+    assert sorted(load_config("pvdm_ldm_digits", "runlocal").evals) == [
+        "heldout_loss", "nearest_train"]
+    assert not load_config("pvdm_ldm_digits", "runlocal,evals=none").evals
+    with pytest.raises(ValueError, match="unknown evaluator"):
+        load_config("pvdm_ldm_digits", "runlocal,evals=digit_score+fvd")
