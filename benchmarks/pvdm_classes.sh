@@ -13,7 +13,9 @@
 # AE_SECONDS=N first trains the autoencoder in AE_WORKDIR for N seconds (batch 32), so one
 # device call holds the whole run; DIGITS=static uses the digits at rest for both stages
 # (default: moving); PVDM_AE_ARG / PVDM_LDM_ARG append config arguments to the autoencoder /
-# latent config (e.g. PVDM_AE_ARG=patch=2); DIAGNOSE=1 also runs `benchmarks/pvdm_diagnose.py --fvd=0 --samplers=`
+# latent config (e.g. PVDM_AE_ARG=patch=2); EXPORT_AE=1 also writes the trained autoencoder
+# (EMA weights + config, `python -m vdiff.methods.pvdm`) to $OUT/ae_<WORKDIR's name>, which a
+# later call can carry and pass as AE_WORKDIR with AE_SECONDS=0; DIAGNOSE=1 also runs `benchmarks/pvdm_diagnose.py --fvd=0 --samplers=`
 # beside the evaluations (class_info: where the class information is lost). Two runs can
 # share one GPU: give them different WORKDIRs and export XLA_PYTHON_CLIENT_PREALLOCATE=false.
 set -uo pipefail
@@ -45,6 +47,10 @@ if (( ${AE_SECONDS:-0} > 0 )); then  # SIGTERM: the trainer checkpoints and exit
     --config="configs/pvdm_ae_digits.py:digits=$digits${PVDM_AE_ARG:+,$PVDM_AE_ARG}" --workdir="$ae" \
     --config.train.batch_size=32 > "$workdir/autoencoder.log" 2>&1
   copy
+  if [[ ${EXPORT_AE:-0} == 1 && -n ${OUT:-} ]]; then  # ~11 MB: comes back, carries forward
+    python -m vdiff.methods.pvdm "$ae" "$OUT/ae_$(basename "$workdir")" \
+      >> "$workdir/autoencoder.log" 2>&1
+  fi
 fi
 timeout -s TERM -k 30 "$seconds" python -m vdiff.main --config="$cfg,evals=none" \
   --workdir="$workdir" "${flags[@]}" >> "$workdir/train.log" 2>&1

@@ -791,3 +791,26 @@ def test_digits_latent_config_evaluator_selection_also_holds_for_runlocal():
     assert not load_config("pvdm_ldm_digits", "runlocal,evals=none").evals
     with pytest.raises(ValueError, match="unknown evaluator"):
         load_config("pvdm_ldm_digits", "runlocal,evals=digit_score+fvd")
+
+
+def test_exported_autoencoder_round_trips_and_serves_as_the_latent_stage_workdir(
+        ldm, ae_workdir, tmp_path):
+    """`python -m vdiff.methods.pvdm WORKDIR OUT` keeps exactly the EMA autoencoder weights,
+    and a latent stage pointed at OUT encodes like one pointed at the training workdir."""
+    from vdiff.methods import pvdm
+
+    out = tmp_path / "exported"
+    assert pvdm.main([str(ae_workdir), str(out)]) == 0
+    assert sorted(os.listdir(out)) == ["autoencoder_ema.msgpack", "config.json"]
+    restored = pvdm.load_autoencoder_params(pvdm.load_autoencoder_config(str(out)), str(out))
+    want, got = jax.tree.leaves_with_path(ldm.cond.ae_params), jax.tree.leaves_with_path(restored)
+    assert [p for p, _ in want] == [p for p, _ in got]
+    for (_, w), (_, g) in zip(want, got):
+        np.testing.assert_array_equal(np.asarray(w), g)
+    stage = PVDMLatentStage(_ldm_config(str(out), 1.0, small=True))
+    video = jnp.asarray(_uint8_video(3, stage.clip_frames), jnp.float32) / 127.5 - 1.0
+    np.testing.assert_allclose(stage.encode({"autoencoder": stage.ae_params}, video),
+                               ldm.cond.encode({"autoencoder": ldm.cond.ae_params}, video),
+                               atol=1e-6)
+    with pytest.raises(ConfigError, match="holds no trained autoencoder"):
+        pvdm.main([str(tmp_path / "missing"), str(tmp_path / "o2")])

@@ -98,7 +98,8 @@ def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
                             model's samples are never exact), and since z is tanh-bounded
                             the encoder can only beat the noise with well-separated codes
     pvdm (latent diffusion):
-      autoencoder_workdir   the trained pvdm_ae run (its config.json and latest checkpoint)
+      autoencoder_workdir   the trained pvdm_ae run (its config.json and latest checkpoint),
+                            or a folder from `python -m vdiff.methods.pvdm WORKDIR OUT`
       clip_frames           S, frames per clip (= the autoencoder's data.num_frames)
       cond_prob             λ: probability of conditioning on the previous clip (0: off);
                             data.num_frames must be 2S when λ > 0
@@ -370,14 +371,43 @@ def load_autoencoder_config(workdir: str) -> ml_collections.ConfigDict:
     return cfg
 
 
+# An exported autoencoder: its config.json and this file (EMA autoencoder weights only, a
+# quarter of a checkpoint: no optimizer state, no discriminators), small enough to move
+# between machines and to read as `pvdm.autoencoder_workdir`.
+EXPORTED_AUTOENCODER = "autoencoder_ema.msgpack"
+
+
 def load_autoencoder_params(ae_config: Any, workdir: str) -> Any:
-    """The autoencoder's EMA weights (host numpy) from the latest checkpoint in `workdir`."""
+    """The autoencoder's EMA weights (host numpy) from the latest checkpoint in `workdir`,
+    or from an `export_autoencoder` folder when `workdir` holds no checkpoints."""
+    exported = os.path.join(workdir, EXPORTED_AUTOENCODER)
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")) and os.path.isfile(exported):
+        from flax import serialization
+        with open(exported, "rb") as f:
+            return serialization.msgpack_restore(f.read())["params"]
     from vdiff.sampling import restore_ema_params
     from vdiff.train import sharding
 
     params, _ = restore_ema_params(ae_config, workdir, PVDMAutoencoderStage(ae_config),
                                    sharding.make_mesh((1, -1, 1)))
     return jax.tree.map(np.asarray, jax.device_get(params["autoencoder"]))
+
+
+def export_autoencoder(workdir: str, out_dir: str) -> str:
+    """Writes the trained autoencoder of `workdir` (latest checkpoint, EMA weights) to
+    `out_dir` as config.json + EXPORTED_AUTOENCODER; returns the weights' path."""
+    from flax import serialization
+
+    config = load_autoencoder_config(workdir)
+    params = load_autoencoder_params(config, workdir)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, EXPORTED_AUTOENCODER)
+    with open(path + ".part", "wb") as f:
+        f.write(serialization.msgpack_serialize({"params": params}))
+    os.replace(path + ".part", path)  # whole or absent
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        f.write(config.to_json(indent=2))
+    return path
 
 
 class PVDMLatentStage:
@@ -661,3 +691,22 @@ class PVDMLatentStage:
         return self.generate_long_video(params, rng, num_samples, self.num_frames,
                                         sampler=sampler, num_steps=num_steps, labels=labels,
                                         guidance_scale=guidance_scale, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m vdiff.methods.pvdm",
+        description="Export a trained PVDM autoencoder (EMA weights + config) into a folder "
+                    "that pvdm.autoencoder_workdir / the latent configs' ae= accept.")
+    parser.add_argument("workdir", help="the pvdm_ae training workdir")
+    parser.add_argument("out_dir", help="the folder to write (created)")
+    args = parser.parse_args(argv)
+    path = export_autoencoder(args.workdir, args.out_dir)
+    print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB) and config.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
