@@ -74,15 +74,16 @@ def get_config(arg=None):
                                                                num_steps=4))
         if "fvd" in c.evals:  # no I3D-sized run on CPU
             del c.evals["fvd"]
-        if a.evals == "all":  # by default only the two that train no classifier first
-            a.evals = "heldout_loss+nearest_train"
-    if a.evals == "none":  # train without evaluators (evaluate later with --mode=eval)
+    evals = a.evals
+    if a.runlocal and evals == "all":  # by default only the two that train no classifier
+        evals = "heldout_loss+nearest_train"
+    if evals == "none":  # train without evaluators (evaluate later with --mode=eval)
         c.evals = ml_collections.ConfigDict()
-    elif a.evals != "all":  # a subset, e.g. evals=digit_score+heldout_loss
-        keep = a.evals.split("+")
+    elif evals != "all":  # a subset, e.g. evals=digit_score+heldout_loss
+        keep = evals.split("+")
         unknown = sorted(set(keep) - set(c.evals))
         if unknown:
-            raise ValueError(f"evals={a.evals}: unknown evaluator(s) {unknown}; this config "
+            raise ValueError(f"evals={evals}: unknown evaluator(s) {unknown}; this config "
                              f"has {sorted(c.evals)}")
         c.evals = ml_collections.ConfigDict({k: c.evals[k] for k in keep})
     if a.runlocal:

@@ -46,6 +46,7 @@ import json
 import logging
 import math
 import os
+import sys
 from typing import Any
 
 import jax
@@ -703,7 +704,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("workdir", help="the pvdm_ae training workdir")
     parser.add_argument("out_dir", help="the folder to write (created)")
     args = parser.parse_args(argv)
-    path = export_autoencoder(args.workdir, args.out_dir)
+    from vdiff.sampling import CheckpointNotFoundError
+    try:
+        path = export_autoencoder(args.workdir, args.out_dir)
+    except (ConfigError, CheckpointNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB) and config.json")
     return 0
 
