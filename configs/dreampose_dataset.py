@@ -33,7 +33,8 @@ def get_config(arg=None):
         c.train.batch_size, c.train.num_steps, c.train.lr = 16, 4000, 3e-4
         c.train.lr_schedule, c.train.warmup_steps = "cosine", 100
         c.train.ema_decay = 0.999
-    c.model.dtype = "bfloat16" if a.bf16 else "float32"
+    if a.bf16:  # also on CPU; "auto" (the default) is bf16 on GPU/TPU already
+        c.model.dtype = "bfloat16"
     c.model.remat = a.remat
     c.mesh.shape = (1, 1, 1) if not a.sd else (-1, 1, 1)
     if a.micro:  # the CPU tests' model

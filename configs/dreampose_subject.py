@@ -30,7 +30,8 @@ def get_config(arg=None):
     else:
         c.train.batch_size, c.train.num_steps, c.train.lr = 8, 300, 1e-4
     c.train.ema_decay = 0.0
-    c.model.dtype = "bfloat16" if a.bf16 else "float32"
+    if a.bf16:  # also on CPU; "auto" (the default) is bf16 on GPU/TPU already
+        c.model.dtype = "bfloat16"
     c.model.remat = a.remat
     c.mesh.shape = (1, 1, 1)
     if a.micro:  # the CPU tests' model

@@ -20,7 +20,7 @@ def get_config(arg=None):
     a = config_lib.parse_arg(arg, runlocal=False, steps=0, batch=8)
     c = pvdm_defaults("pvdm_ae")
     c.data.name, c.data.channels, c.data.num_frames, c.data.resolution = "ucf101", 3, 16, 256
-    c.model.update(dict(remat=True, dtype="bfloat16", attention_impl="cudnn"))
+    c.model.remat = True
     c.pvdm.update(dict(gan_start_step=50_000, gan_weight=0.1, gan_weight_mode="adaptive"))
     c.train.update(dict(batch_size=a.batch, num_steps=400_000, lr=1e-4, log_every=100,
                         checkpoint_every=5000, sample_every=10_000, eval_every=20_000))

@@ -22,7 +22,6 @@ def get_config(arg=None):
     c.data.name, c.data.channels, c.data.resolution = "ucf101", 3, 256
     c.pvdm.update(dict(autoencoder_workdir=a.ae, clip_frames=16, cond_prob=0.5))
     c.data.num_frames = 32
-    c.model.update(dict(dtype="bfloat16", attention_impl="cudnn"))
     c.train.update(dict(batch_size=a.batch, num_steps=400_000, lr=1e-4, weight_decay=0.01,
                         ema_decay=0.9999, log_every=100, checkpoint_every=5000,
                         sample_every=10_000, eval_every=50_000))

@@ -40,8 +40,6 @@ def get_config(arg=None):
     c.model.head_dim = 64
     c.model.dropout = 0.1
     c.model.num_classes = 0  # the paper reports unconditional UCF-101
-    c.model.dtype = "bfloat16"
-    c.model.spatial_attention_impl = "xla"
 
     c.diffusion.schedule = "cosine"
     c.diffusion.logsnr_min, c.diffusion.logsnr_max = -20.0, 20.0
@@ -60,7 +58,6 @@ def get_config(arg=None):
         c.model.num_res_blocks = 1
         c.model.attn_resolutions = c.model.temporal_attn_resolutions = (8,)
         c.model.head_dim = 8
-        c.model.dtype = "float32"
         c.data.num_frames, c.data.num_images_per_video = 4, 2
         c.data.builder_config = f"res64_split{c.data.ucf_split}"
         c.data.resolution = 16  # pooled 4× from the 64-px copy

@@ -85,10 +85,12 @@ def vdm_defaults() -> ml_collections.ConfigDict:
         dropout=0.0,
         num_classes=0,  # 0 = unconditional; else labels in [0, n) and n = null class
         max_relative_distance=32,
-        spatial_attention_impl="xla",  # 'xla' or 'cudnn' (bf16 on GPU)
+        # 'auto' (resolved per backend and logged at start-up, vdiff.runtime: GPU bf16 with
+        # cuDNN spatial attention, TPU bf16, CPU float32 with XLA), or explicit values:
+        spatial_attention_impl="auto",  # 'xla' or 'cudnn' (bf16 on GPU)
         # 'xla', 'cudnn', or 'einsum' (attention across frames in place, no transposes)
-        temporal_attention_impl="xla",
-        dtype="float32",  # compute dtype; params stay float32
+        temporal_attention_impl="auto",
+        dtype="auto",  # compute dtype: 'float32', 'bfloat16', 'float16'; params stay float32
         remat="none",  # per block: 'none', 'dots' (keep conv/matmul outputs) or 'full'
     ))
 
@@ -141,6 +143,9 @@ def vdm_defaults() -> ml_collections.ConfigDict:
         gamma=0.3,
         guidance_scale=0.0,
         fps=8,
+        # classes the periodic samples and the sampling evaluators cycle through
+        # (class-conditional models; empty: 0 … num_classes − 1)
+        labels=(),
     ))
 
     c.sr = ml_collections.ConfigDict(dict(  # method 'vdm_sr' (cascaded super-resolution)

@@ -30,7 +30,6 @@ sampler (`host_sample`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from typing import Any
@@ -41,7 +40,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from vdiff import config_lib
+from vdiff import config_lib, progress, runtime
 from vdiff.data import dreampose_data
 from vdiff.data import pose as pose_lib
 from vdiff.data.sampled_batches import SampledBatches
@@ -80,7 +79,8 @@ def dreampose_defaults(stage: str) -> ml_collections.ConfigDict:
         num_subjects=48, num_frames=24, synthetic_seed=0, num_subject_photos=4,
         crop_min=1.0 if stage in ("dataset", "vae_pretrain") else 0.8, worker_count=0))
     c.model = ml_collections.ConfigDict(dict(
-        sd="", clip="", size="tiny", scaling_factor=1.0, dtype="float32", remat=False, attention_impl=""))
+        sd="", clip="", size="tiny", scaling_factor=1.0, dtype="auto", remat=False,
+        attention_impl="auto"))
     c.dreampose = ml_collections.ConfigDict(dict(
         stage=stage, init_from="", base_vae="", p_image=0.05, p_pose=0.05, p_both=0.05,
         train_parts=("unet", "adapter"), kl_weight=1e-4, l1_weight=1.0, s_image=2.0,
@@ -101,12 +101,14 @@ def dreampose_defaults(stage: str) -> ml_collections.ConfigDict:
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, "config.json")
-    if not workdir or not os.path.isfile(path):
-        raise ConfigError(f"{workdir!r} holds no DreamPose run ({path} is missing): train one "
-                          "first (python -m vdiff.main --config=configs/dreampose_*.py --workdir=...)")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    from vdiff.core.workdir import config_path, read_config
+
+    cfg = read_config(workdir)
+    if cfg is None:
+        raise ConfigError(f"{workdir!r} holds no DreamPose run ({config_path(workdir)} is "
+                          "missing): train one first (python -m vdiff.main "
+                          "--config=configs/dreampose_*.py --workdir=...)")
+    return cfg
 
 
 def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
@@ -127,7 +129,7 @@ def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
 def build_model(config: Any) -> dp.DreamPoseModel:
     """The architecture named by `config.model` (weights are loaded elsewhere)."""
     m = config.model
-    impl = None if m.attention_impl in ("", "xla", None) else m.attention_impl
+    impl = runtime.attention_impl(m.attention_impl)
     if not m.sd:
         cfgs = dp.tiny_configs(m.size)
         cfgs["vae"] = dataclasses.replace(cfgs["vae"], scaling_factor=float(m.scaling_factor))
@@ -373,7 +375,8 @@ def animate(model: dp.DreamPoseModel, params: Any, image: np.ndarray, poses: np.
     rngs = (jnp.stack([rng] * t_total) if shared_noise
             else jax.random.split(rng, t_total))
     out = []
-    for start in range(0, t_total, f):
+    for start in progress.track(range(0, t_total, f), f"DreamPose: {t_total} frames",
+                                unit=f"batches of {f}"):
         chunk = windows[start:start + f]
         r = rngs[start:start + f]
         pad = f - len(chunk)

@@ -42,11 +42,9 @@ the architecture, and its latest checkpoint for `init`), so that run must stay a
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import sys
 from typing import Any
 
 import jax
@@ -55,10 +53,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from vdiff import config_lib
+from vdiff import config_lib, errors, runtime
 from vdiff.diffusion import guidance, losses, samplers, schedules, targets
 from vdiff.errors import ConfigError
-from vdiff.methods.vdm import DTYPES, to_unit_range
+from vdiff.methods.vdm import to_unit_range
 from vdiff.models import triplane
 from vdiff.models.pvdm_autoencoder import PVDMAutoencoder
 from vdiff.models.pvdm_discriminators import (PatchDiscriminator2D, PatchDiscriminator3D,
@@ -127,13 +125,13 @@ def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
     if stage == "pvdm_ae":
         c.model = ml_collections.ConfigDict(dict(
             patch_size=8, latent_channels=4, width=384, encoder_depth=8, decoder_depth=8,
-            projection_depth=2, head_dim=64, mlp_ratio=4.0, remat=False, attention_impl="xla",
-            dtype="float32"))
+            projection_depth=2, head_dim=64, mlp_ratio=4.0, remat=False, attention_impl="auto",
+            dtype="auto"))
     else:
         c.model = ml_collections.ConfigDict(dict(
             base_channels=256, channel_mults=(1, 2, 4, 4), num_res_blocks=2,
             attn_levels=(0, 1, 2), head_dim=64, dropout=0.0, remat=False,
-            attention_impl="xla", dtype="float32", axis_positions=False, plane_inputs=True,
+            attention_impl="auto", dtype="auto", axis_positions=False, plane_inputs=True,
             num_classes=0))
     c.diffusion = base.diffusion
     c.diffusion.update(dict(parameterization="eps", loss_space="eps", schedule="linear_beta",
@@ -156,16 +154,6 @@ def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
     return c
 
 
-def _dtype(name: str) -> Any:
-    if name not in DTYPES:
-        raise ConfigError(f"model.dtype {name!r} not in {sorted(DTYPES)}")
-    return DTYPES[name]
-
-
-def _impl(name: str | None) -> str | None:
-    return None if name in ("", "xla", None) else name
-
-
 def build_autoencoder(model_config: Any, channels: int) -> PVDMAutoencoder:
     m = model_config
     return PVDMAutoencoder(
@@ -173,7 +161,8 @@ def build_autoencoder(model_config: Any, channels: int) -> PVDMAutoencoder:
         width=int(m.width), encoder_depth=int(m.encoder_depth),
         decoder_depth=int(m.decoder_depth), projection_depth=int(m.projection_depth),
         head_dim=int(m.head_dim), mlp_ratio=float(m.mlp_ratio), channels=int(channels),
-        remat=bool(m.remat), attention_impl=_impl(m.attention_impl), dtype=_dtype(m.dtype))
+        remat=bool(m.remat), attention_impl=runtime.attention_impl(m.attention_impl),
+        dtype=runtime.compute_dtype(m.dtype))
 
 
 def to_rgb(x: jax.Array) -> jax.Array:
@@ -212,7 +201,7 @@ class PVDMAutoencoderStage:
         if p.gan_weight_mode not in ("adaptive", "scheduled"):
             raise ConfigError(f"pvdm.gan_weight_mode {p.gan_weight_mode!r}: use 'adaptive' "
                               "or 'scheduled'")
-        dt = _dtype(config.model.dtype)
+        dt = runtime.compute_dtype(config.model.dtype)
         self.disc2d = PatchDiscriminator2D(int(p.disc_channels), int(p.disc_layers), dtype=dt)
         self.disc3d = PatchDiscriminator3D(int(p.disc_channels), int(p.disc_layers), dtype=dt)
         self.lpips_weight = float(p.lpips_weight)
@@ -358,15 +347,16 @@ def held_out_clips(config: Any, num: int, *, split: str = "test", seed: int = 0)
 
 
 def load_autoencoder_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, "config.json")
-    if not workdir or not os.path.isfile(path):
+    from vdiff.core.workdir import config_path, read_config
+
+    path = config_path(workdir)
+    cfg = read_config(workdir)
+    if cfg is None:
         raise ConfigError(
             f"pvdm.autoencoder_workdir={workdir!r} holds no trained autoencoder "
             f"({path} is missing): train one first, e.g. python -m vdiff.main "
             f"--config=configs/pvdm_ae_digits.py --workdir=DIR, then pass "
             f"--config.pvdm.autoencoder_workdir=DIR")
-    with open(path) as f:
-        cfg = ml_collections.ConfigDict(json.load(f))
     if cfg.method != "pvdm_ae":
         raise ConfigError(f"{path} is a {cfg.method!r} run, not a pvdm_ae autoencoder")
     return cfg
@@ -453,8 +443,9 @@ class PVDMLatentStage:
             out_channels=self.latent_channels, base_channels=int(m.base_channels),
             channel_mults=tuple(m.channel_mults), num_res_blocks=int(m.num_res_blocks),
             attn_levels=tuple(m.attn_levels), head_dim=int(m.head_dim),
-            dropout=float(m.dropout), attention_impl=_impl(m.attention_impl),
-            remat=bool(m.remat), dtype=_dtype(m.dtype), num_classes=self.num_classes,
+            dropout=float(m.dropout), attention_impl=runtime.attention_impl(m.attention_impl),
+            remat=bool(m.remat), dtype=runtime.compute_dtype(m.dtype),
+            num_classes=self.num_classes,
             axis_positions=bool(m.get("axis_positions", False)),  # absent in older configs
             plane_inputs=bool(m.get("plane_inputs", False)))  # ditto: keeps their weights valid
         diff = config.diffusion
@@ -694,22 +685,16 @@ class PVDMLatentStage:
                                         guidance_scale=guidance_scale, **kwargs)
 
 
+@errors.cli
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(
+    parser = errors.ArgumentParser(
         prog="python -m vdiff.methods.pvdm",
         description="Export a trained PVDM autoencoder (EMA weights + config) into a folder "
                     "that pvdm.autoencoder_workdir / the latent configs' ae= accept.")
     parser.add_argument("workdir", help="the pvdm_ae training workdir")
     parser.add_argument("out_dir", help="the folder to write (created)")
     args = parser.parse_args(argv)
-    from vdiff.sampling import CheckpointNotFoundError
-    try:
-        path = export_autoencoder(args.workdir, args.out_dir)
-    except (ConfigError, CheckpointNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    path = export_autoencoder(args.workdir, args.out_dir)
     print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB) and config.json")
     return 0
 

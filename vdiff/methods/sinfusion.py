@@ -33,11 +33,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vdiff import config_lib
+from vdiff import config_lib, runtime
 from vdiff.diffusion import losses, schedules, targets
 from vdiff.errors import ConfigError
 from vdiff.methods import sinfusion_apps as apps
-from vdiff.methods.vdm import DTYPES, to_unit_range  # shared pixel and dtype conventions
+from vdiff.methods.vdm import to_unit_range  # shared pixel convention
 from vdiff.models.nextnet import NextNet
 
 ROLE_PARAMETERIZATION = {"image": "x0", "projector": "x0", "predictor": "eps",
@@ -102,7 +102,7 @@ def sinfusion_defaults(role: str = "predictor") -> ml_collections.ConfigDict:
         name="single_video", source_dir="", channels=3, num_frames=1 if role == "image" else 16,
         resolution=0, frame_size=(0, 0), crop_fraction=0.95, temporal_crop="first",
         num_images_per_video=0))
-    c.model = ml_collections.ConfigDict(dict(width=64, depth=16, mult=2, dtype="float32"))
+    c.model = ml_collections.ConfigDict(dict(width=64, depth=16, mult=2, dtype="auto"))
     c.diffusion = ml_collections.ConfigDict(dict(
         schedule="cosine", logsnr_min=-20.0, logsnr_max=20.0, parameterization="",
         loss_space="", weighting="none"))
@@ -278,14 +278,12 @@ class SinFusionModel:
         if self.num_frames < self.min_frames:
             raise ConfigError(f"sinfusion role {self.role!r} needs data.num_frames ≥ "
                               f"{self.min_frames}, got {self.num_frames}")
-        if m.dtype not in DTYPES:
-            raise ConfigError(f"model.dtype {m.dtype!r} not in {sorted(DTYPES)}")
         self.max_k = int(s.max_k)
         if self.uses_frame_diff and self.max_k < 1:
             raise ConfigError(f"sinfusion.max_k must be ≥ 1, got {self.max_k}")
         self.model = NextNet(out_channels=self.channels, width=m.width, depth=m.depth,
                              mult=m.mult, max_k=self.max_k if self.uses_frame_diff else 0,
-                             dtype=DTYPES[m.dtype])
+                             dtype=runtime.compute_dtype(m.dtype))
         diff = config.diffusion
         self.parameterization = diff.parameterization or ROLE_PARAMETERIZATION[self.role]
         self.loss_space = diff.loss_space or self.parameterization

@@ -14,12 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vdiff import runtime
 from vdiff.diffusion import guidance, losses, samplers, schedules, targets
 from vdiff.errors import ConfigError
 from vdiff.models.unet3d import REMAT_POLICIES, UNet3D
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
 
 def to_unit_range(x: jax.Array) -> jax.Array:
     """uint8 pixels → float32 in [−1, 1]."""
@@ -27,10 +25,8 @@ def to_unit_range(x: jax.Array) -> jax.Array:
 
 
 def build_unet(model_config: Any, *, out_channels: int) -> UNet3D:
-    """UNet3D from `config.model`; attention impl 'xla' maps to JAX's default."""
-    impl = lambda name: None if name in ("", "xla", None) else name  # noqa: E731
-    if model_config.dtype not in DTYPES:
-        raise ConfigError(f"model.dtype {model_config.dtype!r} not in {sorted(DTYPES)}")
+    """UNet3D from `config.model`; 'auto' dtype and attention resolve per backend
+    (`vdiff.runtime`)."""
     remat = model_config.get("remat", "none")
     if remat not in REMAT_POLICIES:
         raise ConfigError(f"model.remat {remat!r} not in {sorted(REMAT_POLICIES)}")
@@ -45,9 +41,10 @@ def build_unet(model_config: Any, *, out_channels: int) -> UNet3D:
         dropout=model_config.dropout,
         num_classes=model_config.num_classes,
         max_relative_distance=model_config.max_relative_distance,
-        spatial_attention_impl=impl(model_config.spatial_attention_impl),
-        temporal_attention_impl=impl(model_config.temporal_attention_impl),
-        dtype=DTYPES[model_config.dtype],
+        spatial_attention_impl=runtime.attention_impl(model_config.spatial_attention_impl),
+        temporal_attention_impl=runtime.attention_impl(model_config.temporal_attention_impl,
+                                                       long_sequences=False),
+        dtype=runtime.compute_dtype(model_config.dtype),
         remat=remat,
     )
 
@@ -158,8 +155,9 @@ class VDM:
                  guidance_scale: float = 0.0, cond: jax.Array | None = None):
         """`denoise_fn(z, logsnr) -> x0_hat`, with classifier-free guidance when scale > 0.
 
-        Guidance mixes ε-predictions: ε̃ = (1 + w)·ε(z, c) − w·ε(z, ∅), i.e. scale s = 1 + w
-        in `guidance.classifier_free_eps`; w = 0 is the plain conditional model.
+        Guidance ε̃ = (1 + w)·ε(z, c) − w·ε(z, ∅), i.e. scale s = 1 + w in
+        `guidance.classifier_free_eps`, computed on x̂0 (the same affine map, well conditioned
+        at low λ; `guidance.class_guided_denoiser`); w = 0 is the plain conditional model.
         """
         def predict(z, logsnr, lab):
             out = self.model.apply({"params": params}, z, logsnr, labels=lab, cond=cond,
@@ -171,15 +169,30 @@ class VDM:
             predict, labels, null_class=self.num_classes,
             weight=guidance_scale if self.num_classes else 0.0)
 
+    def sample_labels(self, num: int) -> jax.Array | None:
+        """Classes of `num` samples, cycling through `sample.labels` (default: every class);
+        None for an unconditional model."""
+        if not self.num_classes:
+            return None
+        pool = tuple(int(c) for c in self.config.sample.get("labels", ())) or tuple(
+            range(self.num_classes))
+        if any(not 0 <= c < self.num_classes for c in pool):
+            raise ConfigError(f"sample.labels {pool} must lie in [0, model.num_classes="
+                              f"{self.num_classes})")
+        return jnp.asarray([pool[i % len(pool)] for i in range(num)], jnp.int32)
+
     def sample(self, params: Any, rng: jax.Array, *, num_samples: int,
                labels: jax.Array | None = None, num_steps: int = 128,
-               guidance_scale: float = 0.0, gamma: float = 0.3) -> jax.Array:
-        """Ancestral samples in [−1, 1], shape [N, T, H, W, C]."""
+               guidance_scale: float = 0.0, gamma: float = 0.3,
+               sampler: str = "ancestral") -> jax.Array:
+        """Samples in [−1, 1], shape [N, T, H, W, C], from `sampler` (x̂0 clipped to the
+        pixel range at every step; `gamma` is the ancestral sampler's variance mix)."""
         d = self.config.data
         shape = (num_samples, d.num_frames, d.resolution, d.resolution, self.channels)
-        if self.num_classes and labels is None:
-            labels = jnp.arange(num_samples, dtype=jnp.int32) % self.num_classes
+        if labels is None:
+            labels = self.sample_labels(num_samples)
         fn = self.denoiser(params, labels=labels, guidance_scale=guidance_scale)
-        return samplers.ancestral_sample(denoise_fn=fn, rng=rng, shape=shape,
-                                         logsnr_schedule=self.schedule, num_steps=num_steps,
-                                         gamma=gamma, clip_x0=True)
+        options = {"gamma": gamma} if sampler == "ancestral" else {}
+        return samplers.sample(sampler=sampler, denoise_fn=fn, rng=rng, shape=shape,
+                               logsnr_schedule=self.schedule, num_steps=num_steps,
+                               clip_x0=True, **options)

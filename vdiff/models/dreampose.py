@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vdiff import runtime
 from vdiff.diffusion import guidance, targets
 from vdiff.errors import ConfigError
 from vdiff.models.sd.clip import CLIPVisionConfig, CLIPVisionModelWithProjection, clip_preprocess
@@ -160,10 +161,6 @@ def tiny_configs(size: str = "tiny") -> dict[str, Any]:
     }
 
 
-def _dtype(name: str) -> Any:
-    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
-
-
 # ------------------------------------------------------------------------------ model
 
 
@@ -205,7 +202,7 @@ class DreamPoseModel:
                      dtype: str = "float32", remat: bool = False,
                      attention_impl: str | None = None, **kw: Any) -> "DreamPoseModel":
         unet = dataclasses.replace(unet, in_channels=vae.latent_channels + POSE_CHANNELS)
-        dt = _dtype(dtype)
+        dt = runtime.compute_dtype(dtype)
         return cls(unet=UNet2DConditionModel(unet, dtype=dt, attention_impl=attention_impl,
                                              remat=remat),
                    vae=AutoencoderKL(vae, dtype=dt, remat=remat),
@@ -233,7 +230,7 @@ class DreamPoseModel:
                 raise ConfigError(f"missing weights folder {path}: DreamPose needs the SD "
                                   "UNet and VAE and a CLIP vision encoder with projection "
                                   "(pass dreampose.clip=PATH)")
-        dt = _dtype(dtype)
+        dt = runtime.compute_dtype(dtype)
         unet, unet_params = load_unet(os.path.join(sd_root, "unet"), dtype=dt,
                                       attention_impl=attention_impl, remat=remat)
         vae, vae_params = load_vae(os.path.join(sd_root, "vae"), dtype=dt)
