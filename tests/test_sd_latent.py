@@ -7,6 +7,7 @@ from vdiff.models.sd.latent_diffusion import DiscreteSchedule, scaled_linear_bet
 
 
 def test_logsnr_table_matches_diffusers_alphas_cumprod():
+    pytest.importorskip("torch")  # the [parity] extra; diffusers' schedulers need torch
     diffusers = pytest.importorskip("diffusers")
     sched = diffusers.DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
                                     beta_end=0.012, num_train_timesteps=1000)
