@@ -96,3 +96,43 @@ def test_missing_dataset_with_build_disabled(tmp_path):
               f"--config.data.data_dir={tmp_path}/nodata", "--config.data.build_if_missing=false")
     assert r.returncode == 2, r.stderr
     assert "DatasetNotFoundError" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_config_path_resolves_to_the_shipped_file_outside_a_checkout(tmp_path, monkeypatch):
+    """`--config=configs/NAME.py[:ARGS]` from a folder without configs/: the copy shipped in
+    an installed wheel (vdiff/configs/), else the checkout's configs/ (editable install)."""
+    from vdiff import main
+    # Installed from a wheel: site-packages/vdiff/configs/ next to site-packages/vdiff/main.py.
+    site = tmp_path / "site"
+    (site / "vdiff" / "configs").mkdir(parents=True)
+    (site / "vdiff" / "configs" / "vdm_digits.py").write_text("")
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    with monkeypatch.context() as m:
+        m.setattr(main, "__file__", str(site / "vdiff" / "main.py"))
+        got = main.resolve_config_arg("configs/vdm_digits.py:runlocal,steps=3", cwd=str(cwd))
+    assert got == f"{site}/vdiff/configs/vdm_digits.py:runlocal,steps=3"
+    # This checkout (or an editable install of it): the repository's configs/.
+    got = main.resolve_config_arg("./configs/vdm_ucf.py", cwd=str(cwd))
+    assert got == os.path.join(REPO, "configs", "vdm_ucf.py") and os.path.isfile(got)
+    monkeypatch.chdir(cwd)  # the CLI resolves against the current folder
+    argv = main._with_shipped_config(["vdiff", "--config", "configs/vdm_digits.py:runlocal",
+                                      "--config.train.lr=0.1"])
+    assert argv[2].startswith(os.path.join(REPO, "configs", "vdm_digits.py:"))
+    assert argv[3] == "--config.train.lr=0.1"
+    # Unchanged: a file that is there relative to the cwd, other paths, unknown names.
+    for value in ("configs/vdm_digits.py:runlocal", f"{REPO}/configs/vdm_ucf.py",
+                  "other/vdm_digits.py", "configs/does_not_exist.py"):
+        assert main.resolve_config_arg(value, cwd=REPO) == value
+
+
+def test_pyproject_ships_every_package_and_the_configs():
+    """pyproject.toml lists its packages (to map configs/ to vdiff.configs): all of them."""
+    tomllib = pytest.importorskip("tomllib")
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        setuptools_table = tomllib.load(f)["tool"]["setuptools"]
+    folders = {os.path.relpath(d, REPO).replace(os.sep, ".")
+               for d, _, files in os.walk(os.path.join(REPO, "vdiff"))
+               if "__pycache__" not in d and any(f.endswith(".py") for f in files)}
+    assert set(setuptools_table["packages"]) == folders | {"vdiff.configs"}
+    assert setuptools_table["package-dir"] == {"vdiff.configs": "configs"}

@@ -495,7 +495,8 @@ def test_ancestral_sample_traces_once_and_clips():
     @chex.assert_max_traces(n=1)
     def sample(rng):
         return D.ancestral_sample(
-            denoise_fn=denoise_fn, rng=rng, shape=(4, 3, 2), logsnr_schedule=D.logsnr_cosine, num_steps=50
+            denoise_fn=denoise_fn, rng=rng, shape=(4, 3, 2), logsnr_schedule=D.logsnr_cosine, num_steps=50,
+            clip_x0=True,  # opt-in (the default is False)
         )
 
     x1, x2 = sample(_key(50)), sample(_key(51))

@@ -35,7 +35,7 @@ def _json(proc: subprocess.CompletedProcess) -> dict:
 def _assert_user_error(proc: subprocess.CompletedProcess, pattern: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("vdiff: "), proc.stderr
     assert re.search(pattern, lines[0]), lines[0]
 
 

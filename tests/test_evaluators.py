@@ -22,7 +22,7 @@ def _pixel_features(*, batch_size, mesh, dtype="float32"):
     """Stand-in feature extractor: 400 pixel values per clip (checks shapes like I3D)."""
     del batch_size, mesh, dtype
 
-    def extract(videos):
+    def extract(videos, label=""):
         videos = np.asarray(videos)
         assert videos.ndim == 5 and videos.shape[1] >= 16 and videos.shape[-1] == 3
         return videos.reshape(len(videos), -1)[:, :400].astype(np.float32)

@@ -7,7 +7,7 @@ import pytest
 
 from tests.helpers import load_config
 from vdiff import sampling
-from vdiff.errors import ConfigError
+from vdiff.errors import ConfigError, InputError
 from vdiff.methods import get_method
 
 
@@ -36,15 +36,78 @@ def test_extend_length_and_context(setup):
     np.testing.assert_array_equal(out[:, :t], start)  # the given frames are kept
 
 
+def test_extend_from_fewer_than_half_a_window(setup):
+    """Fewer than T/2 given frames (down to one): the first window is conditioned on those
+    alone and the rest follow as usual.  Before: a shape mismatch in the concatenation."""
+    config, method, params = setup
+    ws = _ws(method, params, conditioning="replacement")
+    t = config.data.num_frames
+    for given in range(1, t // 2):
+        start = jax.random.uniform(jax.random.key(given), (2, given, 16, 16, 1), minval=-1, maxval=1)
+        out = sampling.extend(ws, jax.random.key(2), 2 * t + 1, start)
+        assert out.shape == (2, 2 * t + 1, 16, 16, 1)
+        np.testing.assert_array_equal(out[:, :given], start)
+
+
 @pytest.mark.parametrize("conditioning", ["replacement", "reconstruction"])
 def test_interpolate_keeps_input_frames(setup, conditioning):
     config, method, params = setup
     ws = _ws(method, params, conditioning=conditioning)
     video = jax.random.uniform(jax.random.key(3), (2, 5, 16, 16, 1), minval=-1, maxval=1)
     out = sampling.interpolate(ws, jax.random.key(4), video)
-    assert out.shape == (2, 10, 16, 16, 1)
+    assert out.shape == (2, 9, 16, 16, 1)  # 2·5 − 1: the last frame is an input frame
     np.testing.assert_allclose(out[:, ::2], video, atol=1e-6)
     assert np.all(np.abs(out[:, 1::2]) <= 1.0)
+
+
+
+@pytest.mark.parametrize("window", [3, 4, 5, 8, 16])
+def test_interpolation_windows_have_observed_frames_on_both_sides(window):
+    """Layout of `interpolate`: output frame 2i is input frame i; every new (odd) frame is
+    kept from exactly one window, inside which both its neighbours are observed; windows
+    start and end on observed frames and share their boundary frame."""
+    for num_input in range(1, 14):
+        length = 2 * num_input - 1
+        starts, span = sampling.interpolation_windows(num_input, window)
+        assert span <= window and span % 2 == 1
+        made = np.zeros(length, int)
+        for s in starts:
+            assert s % 2 == 0 and s < length - 1
+            for p in range(s + 1, s + span - 1, 2):  # the new frames this window keeps
+                assert s <= p - 1 and p + 1 <= s + span - 1 < s + window
+                if p < length:
+                    made[p] += 1
+        np.testing.assert_array_equal(made[1::2], 1)
+        assert not starts or starts[0] == 0
+        assert all(b == a + span - 1 for a, b in zip(starts, starts[1:]))
+
+
+class _MidpointWindows:
+    """A fake window sampler: each new frame is the mean of its two observed neighbours in the
+    window it was given (NaN where one is missing), observed frames are returned as given."""
+
+    def __init__(self, window):
+        self.window = window
+
+    def frames(self, rng, video, frame_mask):
+        m = np.asarray(frame_mask, bool)
+        out = np.array(video, np.float32)
+        for p in np.flatnonzero(~m):
+            ok = 0 < p < len(m) - 1 and m[p - 1] and m[p + 1]
+            out[:, p] = 0.5 * (out[:, p - 1] + out[:, p + 1]) if ok else np.nan
+        return jnp.asarray(out)
+
+
+@pytest.mark.parametrize("window", [4, 5, 16])
+def test_interpolate_never_extrapolates(window):
+    """Every output frame is an input frame or lies between two in its window, so the fake
+    sampler's midpoints are exact.  Before: the last new frame of each window had no right
+    neighbour (NaN here) and the output had a trailing extrapolated frame (2·T_in frames)."""
+    video = jax.random.uniform(jax.random.key(6), (2, 11, 3, 3, 1), minval=-1, maxval=1)
+    out = np.asarray(sampling.interpolate(_MidpointWindows(window), jax.random.key(7), video))
+    assert out.shape == (2, 21, 3, 3, 1)
+    np.testing.assert_array_equal(out[:, ::2], video)
+    np.testing.assert_allclose(out[:, 1::2], 0.5 * (video[:, :-1] + video[:, 1:]), atol=1e-6)
 
 
 def test_reconstruction_guidance_pulls_toward_observation(setup):
@@ -70,5 +133,5 @@ def test_input_video_size_error(tmp_path):
     from vdiff.data import video_io
     path = str(tmp_path / "in.gif")
     video_io.write_video(path, np.zeros((3, 20, 20, 1), np.uint8))
-    with pytest.raises(ConfigError, match="20x20 but this application needs 16x16"):
+    with pytest.raises(InputError, match="20x20 but this application needs 16x16"):
         sampling.load_input_video(path, channels=1, size=16, min_frames=1)

@@ -87,6 +87,18 @@ def test_end_to_end_outputs(reference_run):
     assert config["method"] == "vdm"
 
 
+def test_parameter_table_written_and_logged(reference_run):
+    """clu.parameter_overview's table: in full in WORKDIR/parameters.txt, and in the log."""
+    import jax
+    workdir, result = reference_run
+    text = open(os.path.join(workdir, "parameters.txt")).read()
+    _, state, _ = load_raw(os.path.join(workdir, "checkpoints"))
+    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
+    assert f"Total: {num_params:,} -- " in text
+    assert "| Name" in text and "Sharding" in text
+    assert f"Total: {num_params:,} -- " in result.stdout + result.stderr
+
+
 @pytest.mark.slow  # ≈2 min; the SIGTERM resume test and the multi-process test cover resume by default
 def test_resume_after_random_sigkills_matches_uninterrupted(reference_run, data_dir, tmp_path):
     ref_dir, _ = reference_run
@@ -203,11 +215,14 @@ def test_nan_stops_run_and_keeps_last_checkpoint(reference_run, data_dir, tmp_pa
 def test_sample_cli_extend_and_interpolate(reference_run, data_dir, tmp_path):
     ref_dir, _ = reference_run
     for application, flags, frames in [("extend", ["--num_frames=10"], 10),
-                                       ("interpolate", [], 8)]:
+                                       ("interpolate", [], 7)]:  # 2·4 − 1
         out = str(tmp_path / application)
+        # Keys that only shape sampling differ from the run's config.json (fine), and so
+        # does a training key (the run's value is used).
         result = run_main(ref_dir, data_dir, "runlocal,steps=12", "--mode=sample",
                           f"--application={application}", "--sampler=ddim", "--num_steps=3",
-                          "--num_samples=2", f"--output_dir={out}", *flags)
+                          "--num_samples=2", f"--output_dir={out}", *flags,
+                          "--config.sample.num_steps=3", "--config.train.lr=0.5")
         assert result.returncode == 0, result.stdout + result.stderr
         videos = np.load(os.path.join(out, "samples.npz"))["videos"]
         assert videos.shape == (2, frames, 16, 16, 1) and videos.dtype == np.uint8
@@ -219,6 +234,74 @@ def test_sample_cli_without_checkpoint_is_a_clear_error(data_dir, tmp_path):
     result = run_main(str(tmp_path / "empty"), data_dir, "runlocal", "--mode=sample")
     assert result.returncode == 2
     assert "no checkpoints" in result.stderr and "Traceback" not in result.stderr
+
+
+def _error_lines(stderr):
+    return [x for x in stderr.splitlines() if x.startswith("vdiff:")]
+
+
+def test_second_training_on_a_busy_workdir_stops_at_once(data_dir, tmp_path):
+    from vdiff.core.workdir import WorkdirLock
+    workdir = str(tmp_path / "busy")
+    with WorkdirLock(workdir):  # a live run (this test's process) holds the workdir
+        result = run_main(workdir, data_dir, "runlocal,steps=2")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = _error_lines(result.stderr)
+    assert "WorkdirBusyError" in line and f"PID {os.getpid()}" in line and "since" in line
+    assert os.listdir(workdir) == []  # no metrics.jsonl, config.json or checkpoints
+
+
+def test_corrupt_newest_checkpoint_is_skipped_then_set_aside(reference_run, data_dir,
+                                                             tmp_path):
+    from tests.helpers import load_config
+    from vdiff.methods import get_method
+    from vdiff.sampling import restore_ema_params
+    from vdiff.train import sharding
+    ref_dir, _ = reference_run
+    workdir = str(tmp_path / "corrupt")
+    shutil.copytree(ref_dir, workdir)
+    newest = os.path.join(workdir, "checkpoints", "12")
+    files = [os.path.join(d, f) for d, _, fs in os.walk(newest) for f in fs]
+    largest = max(files, key=os.path.getsize)
+    with open(largest, "r+b") as f:
+        f.truncate(os.path.getsize(largest) // 2)
+
+    # Sampling reads around it and leaves it in place.
+    config = load_config("vdm_digits", "runlocal,steps=12")
+    config.data.data_dir = data_dir
+    mesh = sharding.make_mesh(config.mesh.shape)
+    _, step = restore_ema_params(config, workdir, get_method(config), mesh)
+    assert step == 10 and os.path.isdir(newest)
+
+    # The trainer resumes from step 10 (already complete at steps=10: nothing to compile),
+    # moves step 12 aside, and drops the killed run's metrics after step 10.
+    result = run_main(workdir, data_dir, "runlocal,steps=10", *RESUME_FLAGS)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log
+    assert "skipping step 12" in log and "resumed from" in log and "at step 10" in log
+    assert checkpoint_steps(workdir)[-1] == 10
+    (bad,) = os.listdir(os.path.join(workdir, "checkpoints_bad"))
+    assert bad.startswith("12-")
+    lines = [json.loads(x) for x in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert [x["step"] for x in lines] == [2, 4, 6, 8, 10]
+
+
+def test_sample_and_eval_refuse_a_config_that_reshapes_the_run(reference_run, data_dir):
+    ref_dir, _ = reference_run
+    # The issue's case: the run was trained with `runlocal`, sampled without it.
+    result = run_main(ref_dir, data_dir, "steps=12", "--mode=sample")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = _error_lines(result.stderr)
+    assert "model.channel_mults" in line and "data.resolution" in line
+    from tests.helpers import load_config
+    from vdiff.errors import ConfigError
+    from vdiff.eval.run_eval import evaluate_workdir
+    config = load_config("vdm_digits", "runlocal")
+    config.model.base_channels = 8
+    with pytest.raises(ConfigError, match="model.base_channels"):
+        evaluate_workdir(config, ref_dir)
 
 
 @pytest.mark.slow  # ≈1 min; test_cascade_sr.py covers the conditioning and the train step

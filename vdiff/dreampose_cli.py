@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 
+from vdiff import errors, progress
 from vdiff.errors import ConfigError
 
 
@@ -95,11 +96,12 @@ def run(workdir: str, image: str, poses: str, out: str, *, s_image: float = 2.0,
     return out
 
 
+@errors.cli
 def main(argv=None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m vdiff.dreampose_cli", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = errors.ArgumentParser(prog="python -m vdiff.dreampose_cli", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True)
     p.add_argument("--image", required=True)
     p.add_argument("--poses", required=True)
@@ -114,13 +116,10 @@ def main(argv=None) -> int:
     p.add_argument("--max_frames", type=int, default=0)
     p.add_argument("--fps", type=int, default=8)
     a = p.parse_args(argv)
-    try:
-        path = run(a.workdir, a.image, a.poses, a.out, s_image=a.s_image, s_pose=a.s_pose,
-                   num_steps=a.num_steps, sampler=a.sampler, shared_noise=a.shared_noise,
-                   seed=a.seed, resize=a.resize, max_frames=a.max_frames, fps=a.fps)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    progress.log_to_stderr()
+    path = run(a.workdir, a.image, a.poses, a.out, s_image=a.s_image, s_pose=a.s_pose,
+               num_steps=a.num_steps, sampler=a.sampler, shared_noise=a.shared_noise,
+               seed=a.seed, resize=a.resize, max_frames=a.max_frames, fps=a.fps)
     print(path)
     return 0
 

@@ -7,10 +7,13 @@ importable from tests and notebooks.
 from __future__ import annotations
 
 import logging as py_logging
+import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from vdiff import errors
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -56,16 +59,6 @@ flags.DEFINE_enum("direction", "forward", ["forward", "backward"], "SinFusion ex
 flags.DEFINE_integer("upsample_factor", 2, "SinFusion upsample: 2 or 4.")
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's to fix: printed with their message, no traceback."""
-    from vdiff.data.pipeline import DatasetNotFoundError
-    from vdiff.errors import ConfigError
-    from vdiff.sampling import CheckpointNotFoundError
-    from vdiff.train.trainer import NonFiniteLossError
-    return (ConfigError, DatasetNotFoundError, NonFiniteLossError, CheckpointNotFoundError,
-            FileNotFoundError)
-
-
 class _QuietLibraries(py_logging.Filter):
     """Drops INFO chatter that orbax and grain log through absl; keeps their warnings."""
 
@@ -76,7 +69,9 @@ class _QuietLibraries(py_logging.Filter):
             n in record.pathname for n in self.NOISY)
 
 
+@errors.cli
 def main(argv: list[str]) -> int:
+    """Runs --mode; a user error (errors.UserError) ends as one line and exit code 2."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().setFormatter(
@@ -86,52 +81,86 @@ def main(argv: list[str]) -> int:
     from vdiff import runtime
     from vdiff.train import trainer
     runtime.setup_compilation_cache()
-    try:
-        from vdiff import distributed
-        distributed.initialize(force=FLAGS.multiprocess)  # before anything touches a device
-        if FLAGS.mode == "train":
-            from vdiff.methods import training_runs
-            for config, workdir in training_runs(FLAGS.config, FLAGS.workdir):
-                trainer.train_and_evaluate(config, workdir)
-        elif FLAGS.mode == "eval":
-            from vdiff.eval import run_eval
-            run_eval.evaluate_workdir(FLAGS.config, FLAGS.workdir)
-        else:
-            from vdiff import sampling
-            opts = sampling.SampleOptions(
-                application=FLAGS.application, sampler=FLAGS.sampler, num_steps=FLAGS.num_steps,
-                num_samples=FLAGS.num_samples, num_frames=FLAGS.num_frames, seed=FLAGS.seed,
-                label=FLAGS.label, guidance_scale=FLAGS.guidance_scale,
-                conditioning=FLAGS.conditioning, recon_weight=FLAGS.recon_weight,
-                sr_factor=FLAGS.sr_factor, input_video=FLAGS.input_video,
-                output_dir=FLAGS.output_dir, input_image=FLAGS.input_image,
-                noise_level=FLAGS.noise_level, height=FLAGS.height, width=FLAGS.width,
-                start_frame=FLAGS.start_frame, direction=FLAGS.direction,
-                upsample_factor=FLAGS.upsample_factor)
-            sampling.run_sampling(FLAGS.config, FLAGS.workdir, opts)
-    except _user_errors() as e:
-        logging.error("%s: %s", type(e).__name__, e)
-        print(f"\nvdiff: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
+    from vdiff import distributed
+    distributed.initialize(force=FLAGS.multiprocess)  # before anything touches a device
+    if FLAGS.mode == "train":
+        from vdiff.methods import training_runs
+        for config, workdir in training_runs(FLAGS.config, FLAGS.workdir):
+            trainer.train_and_evaluate(config, workdir)
+    elif FLAGS.mode == "eval":
+        from vdiff.eval import run_eval
+        run_eval.evaluate_workdir(FLAGS.config, FLAGS.workdir)
+    else:
+        from vdiff import sampling
+        opts = sampling.SampleOptions(
+            application=FLAGS.application, sampler=FLAGS.sampler, num_steps=FLAGS.num_steps,
+            num_samples=FLAGS.num_samples, num_frames=FLAGS.num_frames, seed=FLAGS.seed,
+            label=FLAGS.label, guidance_scale=FLAGS.guidance_scale,
+            conditioning=FLAGS.conditioning, recon_weight=FLAGS.recon_weight,
+            sr_factor=FLAGS.sr_factor, input_video=FLAGS.input_video,
+            output_dir=FLAGS.output_dir, input_image=FLAGS.input_image,
+            noise_level=FLAGS.noise_level, height=FLAGS.height, width=FLAGS.width,
+            start_frame=FLAGS.start_frame, direction=FLAGS.direction,
+            upsample_factor=FLAGS.upsample_factor)
+        sampling.run_sampling(FLAGS.config, FLAGS.workdir, opts)
     return 0
+
+
+def config_dirs() -> list[str]:
+    """Where the shipped configs are: vdiff/configs/ in an installed wheel (pyproject maps
+    configs/ there), the checkout's configs/ for a checkout or an editable install."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    return [os.path.join(package, "configs"), os.path.join(os.path.dirname(package), "configs")]
+
+
+def resolve_config_arg(value: str, cwd: str | None = None) -> str:
+    """`configs/NAME.py[:ARGS]` that does not exist relative to `cwd` → the shipped file's
+    path (with the same `:ARGS`), so `--config=configs/NAME.py` works from any folder once
+    vdiff is installed. Any other value, or a name that is not shipped, is returned as is."""
+    path, colon, arg = value.partition(":")  # ml_collections splits at the first ':' too
+    if os.path.isabs(path) or os.path.exists(os.path.join(cwd or os.getcwd(), path)):
+        return value
+    folder, name = os.path.split(os.path.normpath(path))
+    if folder != "configs":
+        return value
+    for directory in config_dirs():
+        if os.path.isfile(os.path.join(directory, name)):
+            return os.path.join(directory, name) + colon + arg
+    return value
+
+
+def _with_shipped_config(argv: list[str]) -> list[str]:
+    """argv with its `--config=VALUE` (or `--config VALUE`) passed through resolve_config_arg."""
+    argv = list(argv)
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            argv[i] = "--config=" + resolve_config_arg(a[len("--config="):])
+        elif a == "--config" and i + 1 < len(argv):
+            argv[i + 1] = resolve_config_arg(argv[i + 1])
+    return argv
 
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing, but a bad config key or value ends in one clear message."""
     try:
-        return FLAGS(argv)
+        argv = FLAGS(_with_shipped_config(argv))
+        FLAGS.config.keys()  # ml_collections defers a failed config load to its first use
+        return argv
     except flags.Error as e:
         message = str(e)
         if "Traceback (most recent call last)" in message:  # ml_collections embeds one
             lines = [x for x in message.splitlines() if x.strip()]
             message = f"{lines[0]} {lines[-1]}"
+    except (OSError, SyntaxError) as e:  # the config file is missing or does not parse
+        lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+        message = f"--config: {lines[-1]}"
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         # ml_collections raises these for unknown keys (with a "did you mean") and bad types.
         message = str(e.args[0] if e.args else e).strip("'\"").replace("\\n", " ")
         message = message.replace("\\'", "'")
-    print(f"vdiff: bad flags or config: {message}\n"
-          f"Usage: python -m vdiff.main --config=configs/NAME.py[:ARGS] --workdir=DIR "
-          f"[--config.KEY=VALUE ...]", file=sys.stderr)
+    print(f"vdiff: bad flags or config: {message} (usage: python -m vdiff.main "
+          f"--config=configs/NAME.py[:ARGS] --workdir=DIR [--config.KEY=VALUE ...])",
+          file=sys.stderr)
     sys.exit(2)
 
 

@@ -3,9 +3,10 @@
     python -m vdiff.main --mode=sample --config=configs/vdm_digits.py --workdir=DIR \
         --application=extend --num_frames=64 --sampler=ddim --num_steps=64
 
-Restores the EMA parameters of the latest checkpoint and writes, under
-`WORKDIR/samples/<application>_step<step>/` (or --output_dir), one mp4 and one gif
-per sample, a PNG grid and `samples.npz` (uint8 videos [N, T, H, W, C]).
+Restores the EMA parameters of the latest checkpoint and writes, under a new
+`WORKDIR/samples/<application>_step<step>_<sampler>-<steps>_seed<seed>[_label<L>]/`
+(`output_dir`; or --output_dir), one mp4 and one gif per sample, a PNG grid and
+`samples.npz` (uint8 videos [N, T, H, W, C]).
 
 Applications use the model's own window length T (the training `data.num_frames`):
 - extend: sample a first window (or start from --input_video), then repeatedly
@@ -13,7 +14,8 @@ Applications use the model's own window length T (the training `data.num_frames`
   the new half — conditioned with reconstruction guidance on the unobserved frames
   plus replacement of the observed ones (VDM's form, default) or replacement alone;
 - interpolate: 2× temporal upsampling; every even output frame is an input frame
-  and the odd frames are sampled, window by window;
+  and the odd frames are sampled in windows that overlap by one input frame, so each
+  new frame lies between two observed frames of its window (2·T_in − 1 frames out);
 - super_resolve: reconstruction guidance through average-pooling: an unconditional
   model at resolution R fills in a video given at R/f.
 Without --input_video, interpolate and super_resolve start from a fresh sample
@@ -23,7 +25,6 @@ Without --input_video, interpolate and super_resolve start from a fresh sample
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -33,11 +34,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
+from vdiff.core import workdir as workdir_lib
+from vdiff import outputs, progress
 from vdiff.data import video_io
 from vdiff.diffusion import guidance, samplers
-from vdiff.errors import ConfigError
+from vdiff.errors import ConfigError, InputError, UserError
 from vdiff.methods import get_method
 from vdiff.train import sharding
 from vdiff.train.checkpoint import Checkpointer
@@ -47,7 +49,7 @@ APPLICATIONS = ("unconditional", "extend", "interpolate", "super_resolve")
 SINFUSION_APPLICATIONS = ("images", "edit", "video", "extrapolate", "upsample")
 
 
-class CheckpointNotFoundError(RuntimeError):
+class CheckpointNotFoundError(UserError, RuntimeError):
     """No checkpoint to sample from; the message says where it looked."""
 
 
@@ -95,28 +97,41 @@ class SampleOptions:
 
 
 def restore_ema_params(config: Any, workdir: str, method: Any, mesh: Any) -> tuple[Any, int]:
-    """EMA params of the latest checkpoint in `workdir`, placed with the config's sharding."""
+    """EMA params of the newest checkpoint in `workdir` that restores, placed with the
+    config's sharding. Read-only: a damaged newer checkpoint is skipped with a warning but
+    left in place (the trainer sets it aside), and a trainer may be saving meanwhile."""
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory):
         raise CheckpointNotFoundError(
             f"no checkpoints in {directory}: train first with --mode=train and the same "
             f"--config and --workdir")
-    ckpt = Checkpointer(directory, max_to_keep=1, save_every=0, async_save=False)
-    step = ckpt.latest_step()
-    if step is None:
-        raise CheckpointNotFoundError(f"{directory} holds no complete checkpoint")
+    ckpt = Checkpointer(directory, max_to_keep=1, save_every=0, async_save=False,
+                        read_only=True)
     fns = build_train_fns(config, method, mesh)
-    state, _ = ckpt.restore(step, fns.abstract_state)
+    restored = ckpt.restore_newest(fns.abstract_state, set_aside=False)
     ckpt.close()
+    if restored is None:
+        raise CheckpointNotFoundError(f"{directory} holds no complete checkpoint")
+    step, state, _ = restored
     return state.ema_params, step
 
 
-def _progress(denoise_fn: Callable, bar: tqdm) -> Callable:
+def _progress(denoise_fn: Callable, bar: progress.Progress) -> Callable:
     """Ticks `bar` once per network evaluation (a host callback from inside the jitted loop)."""
     def ticked(z, logsnr):
         jax.debug.callback(lambda _: bar.update(1), logsnr[0])
         return denoise_fn(z, logsnr)
     return ticked
+
+
+def _tick_hook(bar: progress.Progress) -> Callable:
+    """A sampler `post_step_fn` that ticks `bar` once per step: once per network evaluation
+    (`pc` calls it after every corrector step too), for samplers run inside a method."""
+    def hook(z, logsnr, rng):
+        del rng
+        jax.debug.callback(lambda _: bar.update(1), logsnr[0])
+        return z
+    return hook
 
 
 class WindowSampler:
@@ -128,7 +143,7 @@ class WindowSampler:
         self.window = d.num_frames
         self.shape = (opts.num_samples, d.num_frames, d.resolution, d.resolution, method.channels)
         self.nfe = samplers.num_function_evals(opts.sampler, opts.num_steps, **opts.sampler_kwargs)
-        self.bar = tqdm(total=0, unit="NFE", dynamic_ncols=True, disable=None)
+        self.bar = progress.Progress(f"sampling {opts.application}", unit="NFE")
         self._free = jax.jit(self._free_fn)
         self._frames = jax.jit(self._frames_fn)
         self._sr = jax.jit(self._sr_fn, static_argnums=2)
@@ -170,8 +185,7 @@ class WindowSampler:
         return self._run(denoise, rng)
 
     def _tick_total(self, windows: int) -> None:
-        self.bar.total += windows * self.nfe
-        self.bar.refresh()
+        self.bar.add_total(windows * self.nfe)
 
     def free(self, rng) -> jax.Array:
         self._tick_total(1)
@@ -187,35 +201,58 @@ class WindowSampler:
 
 
 def extend(ws: WindowSampler, rng: jax.Array, total: int, start: jax.Array | None) -> jax.Array:
-    """Autoregressive extension to `total` frames, half a window of context at a time."""
+    """Autoregressive extension to `total` frames, half a window of context at a time.
+
+    A `start` shorter than T/2 frames (down to one) conditions the first window on the frames
+    it has; the mask is an argument of the jitted window sampler, so this costs no recompile.
+    """
     t = ws.window
     keep = t // 2
     rng, sub = jax.random.split(rng)
     video = ws.free(sub) if start is None else start
-    mask = np.arange(t) < keep
     while video.shape[1] < total:
         rng, sub = jax.random.split(rng)
-        context = video[:, -keep:]
-        pad = jnp.zeros((video.shape[0], t - keep, *video.shape[2:]), video.dtype)
-        window = ws.frames(sub, jnp.concatenate([context, pad], axis=1), mask)
-        video = jnp.concatenate([video, window[:, keep:]], axis=1)
+        given = min(keep, video.shape[1])
+        context = video[:, video.shape[1] - given:]
+        pad = jnp.zeros((video.shape[0], t - given, *video.shape[2:]), video.dtype)
+        window = ws.frames(sub, jnp.concatenate([context, pad], axis=1), np.arange(t) < given)
+        video = jnp.concatenate([video, window[:, given:]], axis=1)
     return video[:, :total]
 
 
+def interpolation_windows(num_input: int, window: int) -> tuple[list[int], int]:
+    """Layout of :func:`interpolate`: window starts in the output and the span each keeps.
+
+    Output frame 2i is input frame i, 2·num_input − 1 frames in all, so the last frame is
+    observed.  A window starts on an observed frame (even position) and keeps `span` frames
+    ending on one (span = T for odd T; for even T the window's last frame has no observed
+    right neighbour, so it is sampled but dropped: span = T − 1).  Consecutive windows share
+    their boundary observed frame (stride span − 1), so every new frame is made once, between
+    two observed frames of its own window (non-overlapping windows extrapolated one per window).
+    """
+    span = window if window % 2 else window - 1
+    if span < 3:
+        raise ConfigError(f"interpolate needs a model window of ≥ 3 frames, got {window}")
+    return list(range(0, 2 * num_input - 2, span - 1)), span
+
+
 def interpolate(ws: WindowSampler, rng: jax.Array, video: jax.Array) -> jax.Array:
-    """2× temporal upsampling: output frame 2i is input frame i; odd frames are sampled."""
+    """2× temporal upsampling: output frame 2i is input frame i (2·T_in − 1 frames); the odd
+    frames are sampled in overlapping windows (:func:`interpolation_windows`)."""
     t = ws.window
     n, t_in = video.shape[:2]
-    spread = jnp.zeros((n, 2 * t_in, *video.shape[2:]), video.dtype).at[:, ::2].set(video)
-    pad = (-spread.shape[1]) % t
-    spread = jnp.concatenate([spread, jnp.zeros((n, pad, *video.shape[2:]), video.dtype)], 1)
-    out = []
-    for start in range(0, spread.shape[1], t):
+    length = 2 * t_in - 1
+    starts, span = interpolation_windows(t_in, t)
+    total = max([length] + [s + t for s in starts])  # the last window may run past the end
+    out = jnp.zeros((n, total, *video.shape[2:]), video.dtype).at[:, 0:length:2].set(video)
+    for start in starts:
         rng, sub = jax.random.split(rng)
         idx = np.arange(start, start + t)
-        mask = (idx % 2 == 0) & (idx < 2 * t_in)
-        out.append(ws.frames(sub, spread[:, start:start + t], mask))
-    return jnp.concatenate(out, axis=1)[:, :2 * t_in]
+        mask = (idx % 2 == 0) & (idx < length)
+        window = ws.frames(sub, out[:, start:start + t], mask)
+        # keep only the new frames (odd positions) inside the span: observed ones stay exact
+        out = out.at[:, start + 1:start + span - 1:2].set(window[:, 1:span - 1:2])
+    return out[:, :length]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -239,10 +276,14 @@ def _cascade_super_resolve(method, params, rng, opts: SampleOptions, labels, sta
         low = method.downsample(truth)
         if method.num_classes:
             labels = jnp.asarray(batch["label"])
+    bar = progress.Progress("sampling super_resolve", unit="NFE", total=samplers.num_function_evals(
+        opts.sampler, opts.num_steps, **opts.sampler_kwargs))
     fn = jax.jit(lambda p, r, x: method.upsample(
         p, r, x, labels=labels, sampler=opts.sampler, num_steps=opts.num_steps,
-        guidance_scale=opts.guidance_scale, **opts.sampler_kwargs))
-    out = fn(params, rng, low)
+        guidance_scale=opts.guidance_scale, post_step_fn=_tick_hook(bar),
+        **opts.sampler_kwargs))
+    with bar:
+        out = jax.block_until_ready(fn(params, rng, low))
     if truth is not None:
         from vdiff.methods.vdm_sr import upsample_nearest
         extra["psnr_db"] = psnr(out, truth)
@@ -256,38 +297,32 @@ def load_input_video(path: str, *, channels: int, size: int, min_frames: int) ->
     """Input video as float [T, size, size, channels] in [−1, 1]; clear errors on mismatch."""
     frames = video_io.read_video(path)
     if frames.shape[1:3] != (size, size):
-        raise ConfigError(f"input video {path} is {frames.shape[2]}x{frames.shape[1]} but this "
-                          f"application needs {size}x{size} frames")
+        raise InputError(f"input video {path} is {frames.shape[2]}x{frames.shape[1]} but this "
+                         f"application needs {size}x{size} frames")
     if frames.shape[0] < min_frames:
-        raise ConfigError(f"input video {path} has {frames.shape[0]} frames; need ≥ {min_frames}")
+        raise InputError(f"input video {path} has {frames.shape[0]} frames; need ≥ {min_frames}")
     x = frames.astype(np.float32)
     x = x.mean(axis=-1, keepdims=True) if channels == 1 else x[..., :channels]
     return x / 127.5 - 1.0
 
 
-def write_outputs(videos: np.ndarray, directory: str, *, fps: int, info: dict) -> list[str]:
-    os.makedirs(directory, exist_ok=True)
-    frames = video_io.to_uint8(videos)
-    paths = []
-    for i, v in enumerate(frames):
-        for ext in ("mp4", "gif"):
-            path = os.path.join(directory, f"sample_{i:02d}.{ext}")
-            try:
-                video_io.write_video(path, v, fps=fps)
-            except video_io.FFmpegNotFoundError as e:  # gif needs no ffmpeg
-                logging.warning("%s: skipped %s", e, os.path.basename(path))
-                continue
-            paths.append(path)
-    video_io.write_grid_png(os.path.join(directory, "grid.png"), frames)
-    np.savez_compressed(os.path.join(directory, "samples.npz"), videos=frames)
-    with open(os.path.join(directory, "info.json"), "w") as f:
-        json.dump(info, f, indent=2)
-    return paths
+def output_dir(workdir: str, opts: SampleOptions, step: int, num_classes: int = 0) -> str:
+    """--output_dir as given, else a new `WORKDIR/samples/<application>_step<N>_<sampler>-
+    <steps>_seed<S>[_label<L>|_classes]` (with `-1`, `-2`, … if taken: never overwritten)."""
+    if opts.output_dir:
+        return opts.output_dir
+    name = outputs.sample_dir_name(
+        opts.application, step=step, seed=opts.seed, sampler=opts.sampler,
+        num_steps=opts.num_steps, guidance_scale=opts.guidance_scale,
+        num_classes=num_classes, label=opts.label)
+    return outputs.unique_output_dir(os.path.join(workdir, "samples", name))
 
 
 def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
-    """Restores the latest EMA params, runs the application and writes the outputs."""
+    """Restores the latest EMA params, runs the application and writes the outputs.
+    `config` is checked against and completed from the run's own config.json."""
     opts.check()
+    config = workdir_lib.run_config(config, workdir)
     if config.method == "sinfusion":
         from vdiff.sinfusion_sampling import run_sinfusion_sampling
 
@@ -308,6 +343,14 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
     if getattr(method, "upsample", None) is not None and opts.application != "super_resolve":
         raise ConfigError(f"{config.method} is a super-resolution stage: use "
                           f"--application=super_resolve")
+    x = None
+    if opts.input_video:  # a bad file fails here, before restoring and compiling
+        factor = getattr(method, "factor", opts.sr_factor)
+        in_size = d.resolution // factor if opts.application == "super_resolve" \
+            else d.resolution
+        x = load_input_video(opts.input_video, channels=method.channels, size=in_size,
+                             min_frames=d.num_frames if opts.application == "super_resolve"
+                             else 1)
     params, step = restore_ema_params(config, workdir, method, mesh)
     labels = None
     if method.num_classes:
@@ -318,15 +361,8 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules_from_config(
             config.sharding.logical_axis_rules)):
         ws = WindowSampler(method, params, opts, labels)
-        start = None
-        if opts.input_video:
-            factor = getattr(method, "factor", opts.sr_factor)
-            in_size = d.resolution // factor if opts.application == "super_resolve" \
-                else d.resolution
-            x = load_input_video(opts.input_video, channels=method.channels, size=in_size,
-                                 min_frames=d.num_frames if opts.application == "super_resolve"
-                                 else 1)
-            start = jnp.broadcast_to(jnp.asarray(x)[None], (opts.num_samples, *x.shape))
+        start = None if x is None else jnp.broadcast_to(jnp.asarray(x)[None],
+                                                        (opts.num_samples, *x.shape))
         rng, sub = jax.random.split(rng)
         extra: dict[str, Any] = {}
         if opts.application == "unconditional":
@@ -349,11 +385,10 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
             videos = ws.super_resolve(sub, low, opts.sr_factor)
         videos = np.asarray(jax.device_get(videos))[:requested]
         ws.bar.close()
-    directory = opts.output_dir or os.path.join(workdir, "samples",
-                                                f"{opts.application}_step{step:07d}")
+    directory = output_dir(workdir, opts, step, method.num_classes)
     info = {"step": step, "params": "ema", **dataclasses.asdict(opts), "num_samples": requested,
             "frames": int(videos.shape[1]), "nfe_per_window": ws.nfe, **extra}
-    write_outputs(videos, directory, fps=opts.fps, info=info)
+    outputs.write_videos(videos, directory, fps=opts.fps, info=info)
     logging.info("wrote %d %s videos of %d frames to %s", videos.shape[0], opts.application,
                  videos.shape[1], directory)
     return directory
@@ -393,17 +428,19 @@ def run_pvdm_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
     labels = label_flag(opts.label, method.num_classes, num)  # None: the method's cycle
     logging.info("sampling %d videos of %d frames (%d clips, %s, %d steps each)", requested,
                  frames, clips, opts.sampler, opts.num_steps)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules_from_config(
+    bar = progress.Progress(f"sampling {opts.application}", unit="NFE", total=clips *
+                            samplers.num_function_evals(opts.sampler, opts.num_steps, **kwargs))
+    with bar, jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules_from_config(
             config.sharding.logical_axis_rules)):
         fn = jax.jit(lambda p, r: method.generate_long_video(
             p, r, num, frames, sampler=opts.sampler, num_steps=opts.num_steps,
-            labels=labels, guidance_scale=opts.guidance_scale, **kwargs))
+            labels=labels, guidance_scale=opts.guidance_scale, post_step_fn=_tick_hook(bar),
+            **kwargs))
         videos = np.asarray(jax.device_get(fn(params, jax.random.key(opts.seed))))[:requested]
-    directory = opts.output_dir or os.path.join(workdir, "samples",
-                                                f"{opts.application}_step{step:07d}")
+    directory = output_dir(workdir, opts, step, method.num_classes)
     info = {"step": step, "params": "ema", **dataclasses.asdict(opts), "num_samples": requested,
             "frames": int(videos.shape[1]), "clips": clips}
-    write_outputs(videos, directory, fps=opts.fps, info=info)
+    outputs.write_videos(videos, directory, fps=opts.fps, info=info)
     logging.info("wrote %d videos of %d frames to %s", videos.shape[0], videos.shape[1],
                  directory)
     return directory

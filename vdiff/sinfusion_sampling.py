@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vdiff.core import workdir as workdir_lib
+from vdiff import outputs, progress
 from vdiff.data.single_video import load_frames
 from vdiff.errors import ConfigError
 from vdiff.methods.sinfusion import make_sinfusion, role_config
@@ -37,7 +39,7 @@ ROLES_NEEDED = {"images": ("image",), "edit": ("image",), "video": ("predictor",
 def _restore(config: Any, workdir: str, role: str, mesh: Any):
     from vdiff.sampling import restore_ema_params
 
-    cfg = role_config(config, role)
+    cfg = workdir_lib.run_config(role_config(config, role), os.path.join(workdir, role))
     method = make_sinfusion(cfg)
     params, step = restore_ema_params(cfg, os.path.join(workdir, role), method, mesh)
     return method, params, step
@@ -53,7 +55,6 @@ def _real_frames(config: Any, opts: Any) -> np.ndarray:
 def run_sinfusion_sampling(config: Any, workdir: str, opts: Any) -> str:
     """Runs one application (opts from vdiff.sampling.SampleOptions) and writes its outputs."""
     from vdiff.methods import sinfusion_apps as apps
-    from vdiff.sampling import write_outputs
 
     app = opts.application
     if app not in APPLICATIONS:
@@ -107,7 +108,8 @@ def run_sinfusion_sampling(config: Any, workdir: str, opts: Any) -> str:
                        and all(0 <= i < len(frames) for i in past) else None)
             one = jax.jit(lambda pp, pj, r, f: apps.extrapolate(
                 pred, proj, pp, pj, r, f, length, direction=direction, history=history))
-            out = jnp.stack([one(p_pred, p_proj, rngs[i], first[i]) for i in range(n)])
+            out = jnp.stack([jax.block_until_ready(one(p_pred, p_proj, rngs[i], first[i]))
+                             for i in progress.track(range(n), f"sampling {app}", unit="videos")])
             info["direction"] = opts.direction
         else:  # upsample
             (interp, p_int, _), (proj, p_proj, _) = restored["interpolator"], restored["projector"]
@@ -116,12 +118,16 @@ def run_sinfusion_sampling(config: Any, workdir: str, opts: Any) -> str:
                 frames = frames[:opts.num_frames]
             fn = jax.jit(lambda pi, pj, r, v: apps.temporal_upsample(
                 interp, proj, pi, pj, r, v, factor=opts.upsample_factor))
-            out = jnp.stack([fn(p_int, p_proj, jax.random.fold_in(rng, i), jnp.asarray(frames))
-                             for i in range(n)])
+            out = jnp.stack([jax.block_until_ready(fn(p_int, p_proj, jax.random.fold_in(rng, i),
+                                                      jnp.asarray(frames)))
+                             for i in progress.track(range(n), f"sampling {app}", unit="videos")])
     videos = np.asarray(jax.device_get(out))
-    directory = opts.output_dir or os.path.join(workdir, "samples", app)
+    # SinFusion's applications use their own sampler: the name has no sampler part.
+    directory = opts.output_dir or outputs.unique_output_dir(os.path.join(
+        workdir, "samples", outputs.sample_dir_name(app, step=max(steps.values()),
+                                                    seed=opts.seed)))
     info["frames"] = int(videos.shape[1])
-    write_outputs(videos, directory, fps=opts.fps, info=info)
+    outputs.write_videos(videos, directory, fps=opts.fps, info=info)
     logging.info("wrote %d SinFusion %s outputs of %d frames to %s", len(videos), app,
                  videos.shape[1], directory)
     return directory

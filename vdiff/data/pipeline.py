@@ -40,10 +40,10 @@ import numpy as np
 
 from vdiff.data import frame_codec, moving_digits
 from vdiff.data.builders import tfds_build
-from vdiff.errors import ConfigError
+from vdiff.errors import ConfigError, UserError
 
 
-class DatasetNotFoundError(RuntimeError):
+class DatasetNotFoundError(UserError, RuntimeError):
     """The dataset is not prepared in the data dir; the message says how to prepare it."""
 
 
@@ -70,7 +70,8 @@ def _moving_digits_builder(data_config: Any):
                 f"Run `python -m vdiff.data.prepare digits --data_dir={data_dir}` or set "
                 f"--config.data.build_if_missing=true (about a minute, no download).")
         builder = _build_once(builder, data_dir,
-                              lambda: tfds_build.download_and_prepare(builder))
+                              lambda: tfds_build.download_and_prepare(
+                                  builder, source="scikit-learn's bundled digits"))
     return builder
 
 

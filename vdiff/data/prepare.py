@@ -7,8 +7,8 @@
 
 Decodes on all cores with a progress bar, is restartable (decoded files are cached
 until the dataset is complete), and ends with a report: files used per split and
-every skipped file with its reason. Exit code 0 when the dataset is ready, 2 on a
-user error (missing or wrongly laid-out source dir).
+every skipped file with its reason. Exit code 0 when the dataset is ready, 2 with one
+line on a user error (missing or wrongly laid-out source dir; `vdiff.errors.cli`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ import shutil
 import sys
 from typing import Any
 
+from vdiff import errors, progress
 from vdiff.data import pipeline
 from vdiff.data.builders import tfds_build
+from vdiff.errors import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m vdiff.data.prepare",
+    p = errors.ArgumentParser(prog="python -m vdiff.data.prepare",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("dataset", choices=("ucf101", "folder", "digits"))
     p.add_argument("--manual_dir", default="", help="the source: UCF-101 root or your videos")
@@ -57,7 +59,7 @@ def _builder(args: argparse.Namespace, data_dir: str):
 
         name = ucf101.config_name(args.resolution, args.split)
         if name not in {c.name for c in ucf101.UCF101.BUILDER_CONFIGS}:
-            raise ValueError(f"--resolution must be 64, 128 or 256 for UCF-101, got "
+            raise ConfigError(f"--resolution must be 64, 128 or 256 for UCF-101, got "
                              f"{args.resolution}")
         return ucf101.UCF101(config=name, data_dir=data_dir, file_format="array_record")
     if args.dataset == "folder":
@@ -100,11 +102,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             s: v.num_examples for s, v in builder.info.splits.items()}}
         print(f"already prepared (use --overwrite to rebuild): {builder.data_dir}")
     elif args.dataset == "digits":
-        tfds_build.download_and_prepare(builder)
+        tfds_build.download_and_prepare(builder, source="scikit-learn's bundled digits")
         report = {"files_used": {s: v.num_examples for s, v in builder.info.splits.items()}}
     else:
         if not args.manual_dir:
-            raise ValueError(f"--manual_dir is required for {args.dataset}")
+            raise ConfigError(f"--manual_dir is required for {args.dataset}")
         from vdiff.data.builders.video_base import PrepareOptions, prepare
 
         options = PrepareOptions(min_frames=args.min_frames, max_frames=args.max_frames,
@@ -120,16 +122,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+@errors.cli
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.ERROR)  # tfds' info/warning lines drown the report
+    progress.log_to_stderr()  # vdiff's own: what is built from where, progress with an ETA
     try:
         report = run(args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to continue (decoded files are cached)",
               file=sys.stderr)

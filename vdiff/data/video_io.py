@@ -17,6 +17,8 @@ import subprocess
 import imageio.v3 as iio
 import numpy as np
 
+from vdiff.errors import InputError
+
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
     """Float pixels in [−1, 1] → uint8 in [0, 255] (clipped)."""
@@ -112,7 +114,7 @@ def _encode_ffmpeg(path: str, frames: np.ndarray, fps: int, codec_args: list[str
 
 
 def read_video(path: str) -> np.ndarray:
-    """Reads a video file to uint8 [T, H, W, 3]; a clear ValueError if it cannot be decoded."""
+    """Reads a video file to uint8 [T, H, W, 3]; a one-line InputError if it cannot be decoded."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such video file: {path}")
     try:
@@ -121,7 +123,7 @@ def read_video(path: str) -> np.ndarray:
         frames = iio.imread(path, index=None)
     except Exception as e:  # noqa: BLE001 - decoders raise many types
         detail = [line for line in str(e).splitlines() if line.strip()][-1:] or [""]
-        raise ValueError(f"could not decode video {path}: {type(e).__name__}: {detail[0]}") from e
+        raise InputError(f"could not decode video {path}: {type(e).__name__}: {detail[0]}") from e
     frames = np.asarray(frames)
     if frames.ndim == 3:
         frames = frames[None]
@@ -146,7 +148,7 @@ def _read_mp4_ffmpeg(path: str) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
 
 
-class DecodeError(ValueError):
+class DecodeError(InputError):
     """A file that is not a (fully) decodable video; the message is the reason."""
 
 

@@ -27,6 +27,7 @@ observed part of z_s by a fresh draw of q(z_s | x^a) = N(α_s x^a, σ_s² I).
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable, Sequence
 
 import einops
@@ -58,17 +59,23 @@ def class_guided_denoiser(predict: Callable[[Array, Array, Array], tuple[Array, 
     """`denoise_fn(z, logsnr) -> x̂0` of a class-conditional network with classifier-free
     guidance of weight w: ε̃ = (1 + w)·ε(z, c) − w·ε(z, ∅), ∅ = `null_class`.
 
-    `predict(z, logsnr, labels) -> (x̂0, ε̂)` runs the network; w = 0 (or no labels) is
-    the plain prediction, one network call; otherwise two.
+    `predict(z, logsnr, labels) -> (x̂0, ε̂)` runs the network.  The combination is computed
+    on x̂0, x̃0 = x̂0(c) + w (x̂0(c) − x̂0(∅)): the same affine map (weights sum to one), but
+    well conditioned; mixing ε and then dividing by α (≈ 4.5e-5 at λ = −20) amplifies the
+    float32 rounding of ε (tested: max error 1.6e-2 vs 1.4e-6 for a v-network, w = 3).
+    `weight` may be traced (a jit argument); a concrete Python 0 (or no labels) is the plain
+    prediction, one network call; otherwise two.
     """
+    # `not weight` would fail on a tracer, so only a concrete number may skip the null call.
+    skip_null = labels is None or (isinstance(weight, numbers.Number) and weight == 0)
+
     def denoise_fn(z: Array, logsnr: Array) -> Array:
-        x0_hat, eps_hat = predict(z, logsnr, labels)
-        if labels is None or not weight:
+        x0_hat, _ = predict(z, logsnr, labels)
+        if skip_null:
             return x0_hat
         with jax.named_scope("classifier_free_guidance"):
-            _, eps_null = predict(z, logsnr, jnp.full_like(labels, null_class))
-            eps = classifier_free_eps(eps_null, eps_hat, scale=1 + weight)
-            return x0_from_eps(z=z, eps=eps, logsnr=logsnr)
+            x0_null, _ = predict(z, logsnr, jnp.full_like(labels, null_class))
+            return x0_hat + weight * (x0_hat - x0_null)
 
     return denoise_fn
 
@@ -98,7 +105,9 @@ def guided_denoiser(predict_eps_fns: Sequence[EpsFn], scales: Sequence[Scalar]) 
     x̂0 = (z − σ ε̃)/α (`targets.x0_from_eps`) with ε̃ = :func:`multi_condition_eps`.  Each call
     evaluates every closure once (K + 1 network calls for K conditions); batching them into
     one network call is up to the caller's closures.  For v- or x0-parameterised networks
-    build the ε closures with `targets.predictions`.
+    build the ε closures with `targets.predictions`; at very low λ (α → 0) their ε loses the
+    x̂0 information to rounding, so mix their x̂0 instead (as :func:`class_guided_denoiser`
+    does; :func:`multi_condition_eps` applies unchanged to x̂0 since its weights sum to one).
     """
     fns = tuple(predict_eps_fns)
     scales = tuple(scales)

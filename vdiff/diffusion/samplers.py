@@ -286,7 +286,7 @@ def ancestral_sample(
     logsnr_schedule: Schedule,
     num_steps: int | Array,
     gamma: Scalar = DEFAULT_GAMMA,
-    clip_x0: bool = True,
+    clip_x0: bool = False,
     dtype: jnp.dtype = jnp.float32,
     post_step_fn: PostStepFn | None = None,
 ) -> Array:
@@ -295,7 +295,9 @@ def ancestral_sample(
     Steps t_k → t_{k−1} (t_k = k/N) for k = N, …, 2 use :func:`ancestral_step` with
     x̂0 = denoise_fn(z_{t_k}, λ(t_k)); the last call at t_1 returns x̂0 itself (no noise).
     `denoise_fn` is traced twice (loop body + final call) regardless of `num_steps`.
-    `clip_x0` defaults to True here (kept from the first version of this module).
+    `clip_x0` defaults to False as in every sampler here: clipping x̂0 to [−1, 1] is only
+    right for data known to lie there (pixels), so pixel-space callers pass True; latents
+    (e.g. Stable Diffusion's, std ≈ 1) must not be clipped.
     """
 
     def step(k, z, logsnr_t, logsnr_s, noise_rng, aux_rng, state):

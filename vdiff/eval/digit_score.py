@@ -18,15 +18,18 @@ score ≈ 2.6, against ≈ 0.9 and ≈ 7 for real one-digit frames. Read the two
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
+import os
 import sys
+import zipfile
 from typing import Any
 
 import numpy as np
 
+from vdiff import errors
 from vdiff.data import moving_digits
+from vdiff.errors import InputError
 
 
 def _frames(num_videos: int, *, split: str, resolution: int, max_digits: int, seed: int,
@@ -114,14 +117,30 @@ def reference(clf: Any, *, resolution: int = 32, num_videos: int = 128,
     return score(np.rint(x).astype(np.uint8), clf)
 
 
+def load_videos(path: str, resolution: int) -> np.ndarray:
+    """uint8 [N, T, r, r, 1] from an .npz's `videos` array; InputError naming what is wrong."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            videos = f["videos"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise InputError(f"could not read a 'videos' array from {path}: "
+                         f"{type(e).__name__}: {e}") from None
+    if videos.ndim != 5 or videos.shape[2:] != (resolution, resolution, 1):
+        raise InputError(f"{path}: videos must be grey [N, T, {resolution}, {resolution}, 1] "
+                         f"(--resolution={resolution}), got shape {videos.shape}")
+    return videos
+
+
+@errors.cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vdiff.eval.digit_score",
-                                     description=__doc__.splitlines()[0])
+    parser = errors.ArgumentParser(prog="python -m vdiff.eval.digit_score",
+                                   description=__doc__.splitlines()[0])
     parser.add_argument("videos", help=".npz with a 'videos' array, uint8 [N, T, r, r, 1]")
     parser.add_argument("--resolution", type=int, default=32)
     args = parser.parse_args(argv)
-    with np.load(args.videos) as f:
-        videos = f["videos"]
+    videos = load_videos(args.videos, args.resolution)
     clf = classifier(args.resolution)
     out = {"generated": score(videos, clf),
            "real_reference": reference(clf, resolution=args.resolution)}

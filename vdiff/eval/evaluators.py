@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vdiff import progress
 from vdiff.errors import ConfigError
 
 I3D_FRAMES = 16  # the standard FVD clip length
@@ -85,9 +86,11 @@ class _SampledClips:
                               "--mode=eval on one host")
         batch = int(settings.get("batch_size", 0)) or int(config.sample.num_samples)
         self.batch = sharding.round_up_to_data_parallel(max(batch, 1), mesh)
-        s, self.method = settings, method
+        s, self.method, self.name = settings, method, name
         kwargs = dict(num_samples=self.batch, num_steps=int(s["num_steps"]),
                       guidance_scale=float(s["guidance_scale"]), gamma=float(s["gamma"]))
+        if s.get("sampler"):  # '' keeps the method's own sampler
+            kwargs["sampler"] = s["sampler"]
         self.sample_fn = jax.jit(lambda p, r, labels: method.sample(p, r, **kwargs)
                                  if labels is None else method.sample(p, r, labels=labels,
                                                                       **kwargs))
@@ -106,7 +109,9 @@ class _SampledClips:
 
         generated = []
         labels = self.labels(n)
-        for i in range(math.ceil(n / self.batch)):
+        batches = math.ceil(n / self.batch)
+        for i in progress.track(range(batches), f"{self.name}: sampling {n} videos",
+                                unit="batches"):
             batch_labels = (None if labels is None
                             else jnp.asarray(labels[i * self.batch:(i + 1) * self.batch]))
             videos = self.sample_fn(params, jax.random.fold_in(rng, i), batch_labels)
@@ -118,7 +123,7 @@ class FVDEvaluator:
     """FVD of `num_videos` samples of the method against as many held-out clips."""
 
     DEFAULTS = dict(num_videos=256, split="test", num_steps=50, gamma=0.3, guidance_scale=0.0,
-                    i3d_batch_size=16, seed=0, batch_size=0)
+                    i3d_batch_size=16, seed=0, batch_size=0, sampler="")
 
     def __init__(self, config: Any, method: Any, mesh: Any, settings: dict[str, Any]):
         from vdiff.eval import i3d
@@ -145,10 +150,12 @@ class FVDEvaluator:
         if self.real_stats is None:
             real = self._real_clips()
             self.num_real = len(real)
-            self.real_stats = feature_stats(self.extract(to_i3d_clips(real)))
+            self.real_stats = feature_stats(self.extract(to_i3d_clips(real),
+                                                         "fvd: I3D features of real clips"))
         n = min(int(self.s["num_videos"]), self.num_real)
         fake = self.sample(params, rng, n)
-        mu, sigma = feature_stats(self.extract(to_i3d_clips(fake)))
+        mu, sigma = feature_stats(self.extract(to_i3d_clips(fake),
+                                               "fvd: I3D features of samples"))
         value = frechet_distance_from_stats(*self.real_stats, mu, sigma)
         return {"fvd": float(value), "fvd_num_videos": float(n),
                 "fvd_seconds": time.perf_counter() - t0}
@@ -165,7 +172,8 @@ class DigitScoreEvaluator:
     fraction of their frames the classifier reads as d (chance: 0.1), next to
     `digit_accuracy_real` for real one-digit frames."""
 
-    DEFAULTS = dict(num_videos=64, num_steps=100, gamma=0.3, guidance_scale=0.0, batch_size=0)
+    DEFAULTS = dict(num_videos=64, num_steps=100, gamma=0.3, guidance_scale=0.0, batch_size=0,
+                    sampler="")
 
     def __init__(self, config: Any, method: Any, mesh: Any, settings: dict[str, Any]):
         from vdiff.eval import digit_score
@@ -224,7 +232,7 @@ class NearestTrainEvaluator:
 
     DEFAULTS = dict(num_videos=64, num_train_videos=0, num_fresh=256, fresh_split="test",
                     fresh_builder_config="", quantile=0.05, num_steps=100, gamma=0.3,
-                    guidance_scale=0.0, batch_size=0, seed=0)
+                    guidance_scale=0.0, batch_size=0, seed=0, sampler="")
 
     def __init__(self, config: Any, method: Any, mesh: Any, settings: dict[str, Any]):
         from vdiff.data import pipeline
@@ -531,13 +539,19 @@ APPLIES_TO = {"fvd": ("vdm", "vdm_sr", "pvdm_ldm"), "sinfusion_next_frame": ("si
               "heldout_loss": ("vdm", "pvdm_ldm"), "nearest_train": ("vdm", "pvdm_ldm")}
 
 
-def build_evaluators(config: Any, method: Any, mesh: Any) -> list[tuple[str, Any]]:
-    """Instantiates `config.evals` entries that apply to this method (others are logged)."""
-    out = []
-    for name, given in config.evals.items():
+def check_names(config: Any) -> None:
+    """Every `config.evals` entry names a known evaluator (cheap: nothing is built)."""
+    for name in config.evals.keys():
         if name not in EVALUATORS:
             raise ConfigError(f"unknown evaluator config.evals.{name}; known: "
                               f"{sorted(EVALUATORS)}")
+
+
+def build_evaluators(config: Any, method: Any, mesh: Any) -> list[tuple[str, Any]]:
+    """Instantiates `config.evals` entries that apply to this method (others are logged)."""
+    check_names(config)
+    out = []
+    for name, given in config.evals.items():
         if config.method not in APPLIES_TO[name] or (
                 name == "sinfusion_next_frame" and getattr(method, "role", "") != "predictor"):
             logging.info("evaluator %s does not apply to this run; skipped", name)
@@ -551,6 +565,7 @@ def run_evaluators(evaluators: list[tuple[str, Any]], params: Any,
                    rng: jax.Array) -> dict[str, float]:
     results: dict[str, float] = {}
     for i, (name, evaluator) in enumerate(evaluators):
+        logging.info("evaluator %s: running", name)
         t0 = time.perf_counter()
         new = evaluator(params, jax.random.fold_in(rng, i))
         results.update(new)

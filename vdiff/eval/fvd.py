@@ -21,7 +21,6 @@ over all local devices.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -29,6 +28,8 @@ from collections.abc import Sequence
 import numpy as np
 from jax.sharding import Mesh
 
+from vdiff import errors, progress
+from vdiff.errors import ConfigError, InputError
 from vdiff.eval import i3d
 
 DEFAULT_NUM_FRAMES = 16
@@ -89,7 +90,8 @@ def fvd(videos_a: np.ndarray, videos_b: np.ndarray, *, batch_size: int = 32,
         raise ValueError(f"the two sets have {a.shape[1]} and {b.shape[1]} frames; "
                          "clip them to one length")
     extract = i3d.feature_extractor(batch_size=batch_size, mesh=mesh, dtype=dtype)
-    return frechet_distance(extract(a), extract(b))
+    return frechet_distance(extract(a, "I3D features of set A"),
+                            extract(b, "I3D features of set B"))
 
 
 def default_mesh() -> Mesh | None:
@@ -102,8 +104,9 @@ def default_mesh() -> Mesh | None:
     return sharding.make_mesh((-1, 1, 1))
 
 
+@errors.cli
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = errors.ArgumentParser(
         prog="python -m vdiff.eval.fvd",
         description="Fréchet Video Distance between two folders of videos (or .npz files).")
     parser.add_argument("a", help="folder of videos / .npz file (e.g. real videos)")
@@ -115,28 +118,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "videos per set (0: all)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = parser.parse_args(argv)
+    progress.log_to_stderr()
     from vdiff.eval import video_files
-    try:
-        if args.num_frames < i3d.MIN_FRAMES:
-            raise ValueError(f"--num_frames must be at least {i3d.MIN_FRAMES} for I3D, "
-                             f"got {args.num_frames}")
-        if args.batch_size < 1:
-            raise ValueError(f"--batch_size must be ≥ 1, got {args.batch_size}")
-        sets = [video_files.load_videos(src, num_frames=args.num_frames,
-                                        max_videos=args.max_videos or None)
-                for src in (args.a, args.b)]
-        for src, videos in zip((args.a, args.b), sets):
-            if len(videos) < 2:
-                raise ValueError(f"{src}: FVD needs at least 2 videos per set, found "
-                                 f"{len(videos)}")
-        if sets[0].shape[2:4] != sets[1].shape[2:4]:
-            raise ValueError(f"{args.a} videos are {sets[0].shape[2]}x{sets[0].shape[3]} but "
-                             f"{args.b} videos are {sets[1].shape[2]}x{sets[1].shape[3]}; "
-                             "resize one set so both have the same size")
-        value = fvd(*sets, batch_size=args.batch_size, mesh=default_mesh(), dtype=args.dtype)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.num_frames < i3d.MIN_FRAMES:
+        raise ConfigError(f"--num_frames must be at least {i3d.MIN_FRAMES} for I3D, "
+                          f"got {args.num_frames}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch_size must be ≥ 1, got {args.batch_size}")
+    sets = [video_files.load_videos(src, num_frames=args.num_frames,
+                                    max_videos=args.max_videos or None)
+            for src in (args.a, args.b)]
+    for src, videos in zip((args.a, args.b), sets):
+        if len(videos) < 2:
+            raise InputError(f"{src}: FVD needs at least 2 videos per set, found {len(videos)}")
+    if sets[0].shape[2:4] != sets[1].shape[2:4]:
+        raise InputError(f"{args.a} videos are {sets[0].shape[2]}x{sets[0].shape[3]} but "
+                         f"{args.b} videos are {sets[1].shape[2]}x{sets[1].shape[3]}; "
+                         "resize one set so both have the same size")
+    value = fvd(*sets, batch_size=args.batch_size, mesh=default_mesh(), dtype=args.dtype)
     print(json.dumps({"fvd": value, "num_videos_a": len(sets[0]),
                       "num_videos_b": len(sets[1]), "num_frames": args.num_frames}))
     return 0

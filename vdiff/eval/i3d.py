@@ -29,7 +29,6 @@ of DeepMind's kinetics-i3d `label_map.txt` (alphabetical, "abseiling" … "zumba
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib.resources
 import importlib.util
@@ -46,6 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from vdiff import errors, progress
+from vdiff.errors import InputError
 from vdiff.train import sharding
 
 NUM_CLASSES = 400
@@ -243,12 +244,12 @@ def check_videos(videos: Any, *, min_frames: int = MIN_FRAMES) -> np.ndarray:
     """Validates a [N, T, H, W, 3] uint8 or float array; returns it as numpy."""
     videos = np.asarray(videos)
     if videos.ndim != 5 or videos.shape[-1] != 3:
-        raise ValueError(f"videos must be [N, T, H, W, 3], got shape {videos.shape}")
+        raise InputError(f"videos must be [N, T, H, W, 3], got shape {videos.shape}")
     if videos.dtype != np.uint8 and videos.dtype.kind != "f":
-        raise ValueError(f"videos must be uint8 in [0, 255] or float in [-1, 1], "
+        raise InputError(f"videos must be uint8 in [0, 255] or float in [-1, 1], "
                          f"got {videos.dtype}")
     if videos.shape[1] < min_frames:
-        raise ValueError(f"videos have {videos.shape[1]} frames; I3D needs at least "
+        raise InputError(f"videos have {videos.shape[1]} frames; I3D needs at least "
                          f"{min_frames}")
     return videos
 
@@ -305,20 +306,31 @@ def feature_extractor(*, batch_size: int = 32, mesh: Mesh | None = None,
     variables = jax.device_put(load_variables(), v_sharding)
     fn = _jitted_logits(compute_dtype.name)
 
-    def extract(videos: np.ndarray) -> np.ndarray:
+    def extract(videos: np.ndarray, label: str = "I3D features") -> np.ndarray:
         videos = check_videos(videos)
         n = len(videos)
         if n == 0:
             return np.zeros((0, NUM_CLASSES), np.float32)
         batch = -(-min(batch_size, n) // dp) * dp
-        outs = []
-        for start in range(0, n, batch):
-            chunk = videos[start:start + batch]
-            if len(chunk) < batch:
-                pad = np.zeros((batch - len(chunk),) + chunk.shape[1:], chunk.dtype)
-                chunk = np.concatenate([chunk, pad])
-            outs.append(fn(variables, jax.device_put(chunk, x_sharding)))
-        return np.concatenate([np.asarray(o) for o in outs])[:n].astype(np.float32)
+        outs: list[np.ndarray] = []
+        with progress.Progress(label, n, unit="videos") as bar:
+            def fetch(logits, count):
+                outs.append(np.asarray(logits))
+                bar.update(count)
+
+            pending = None  # one batch stays in flight while the one before it is fetched
+            for start in range(0, n, batch):
+                chunk = videos[start:start + batch]
+                count = len(chunk)
+                if count < batch:
+                    pad = np.zeros((batch - count,) + chunk.shape[1:], chunk.dtype)
+                    chunk = np.concatenate([chunk, pad])
+                logits = fn(variables, jax.device_put(chunk, x_sharding))
+                if pending is not None:
+                    fetch(*pending)
+                pending = (logits, count)
+            fetch(*pending)
+        return np.concatenate(outs)[:n].astype(np.float32)
 
     return extract
 
@@ -348,20 +360,17 @@ def classify(video: np.ndarray, *, top_k: int = 5) -> list[tuple[str, float]]:
 # ----------------------------------------------------------------------------- CLI
 
 
+@errors.cli
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = errors.ArgumentParser(
         prog="python -m vdiff.eval.i3d",
         description="Top-k Kinetics-400 classes of a video (I3D; first 64 frames, ≥ 9).")
     parser.add_argument("video", help="video file (mp4, avi, gif, webm, mov)")
     parser.add_argument("--top_k", type=int, default=5)
     args = parser.parse_args(argv)
     from vdiff.eval import video_files
-    try:
-        video = video_files.read_one(args.video)
-        top = classify(video, top_k=args.top_k)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    video = video_files.read_one(args.video)
+    top = classify(video, top_k=args.top_k)
     print(json.dumps({"video": args.video, "num_frames": int(min(len(video), CLASSIFY_FRAMES)),
                       "top": [{"class": name, "prob": round(p, 6)} for name, p in top]}))
     return 0

@@ -25,7 +25,6 @@ ORIGINAL is one video (file or single-video `.npz`).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import sys
@@ -37,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vdiff import errors
+from vdiff.errors import InputError
 from vdiff.eval import image_metrics
 
 PATCH = 3
@@ -47,9 +48,9 @@ KEY_CHUNK = 4096
 def _as_unit_range(video: Any) -> jax.Array:
     video = np.asarray(video)
     if video.ndim != 4:
-        raise ValueError(f"video must be [T, H, W, C], got shape {video.shape}")
+        raise InputError(f"video must be [T, H, W, C], got shape {video.shape}")
     if min(video.shape[:3]) < PATCH:
-        raise ValueError(f"video of shape {video.shape} is smaller than a {PATCH}x{PATCH}x"
+        raise InputError(f"video of shape {video.shape} is smaller than a {PATCH}x{PATCH}x"
                          f"{PATCH} patch")
     x = jnp.asarray(video, jnp.float32)
     return x / 127.5 - 1.0 if video.dtype == np.uint8 else x
@@ -114,7 +115,7 @@ def nearest_neighbour_field(generated: Any, original: Any, *, query_chunk: int =
     """
     gen, orig = _as_unit_range(generated), _as_unit_range(original)
     if gen.shape[-1] != orig.shape[-1]:
-        raise ValueError(f"channel counts differ: {gen.shape} vs {orig.shape}")
+        raise InputError(f"channel counts differ: {gen.shape} vs {orig.shape}")
     q, k = extract_patches(gen), extract_patches(orig)
     grid, orig_grid = q.shape[:3], k.shape[:3]
     q, k = q.reshape(-1, q.shape[-1]), k.reshape(-1, k.shape[-1])
@@ -156,8 +157,9 @@ def next_frame_psnr(pred: Any, target: Any, prev: Any, *,
     return {"psnr": float(jnp.mean(model)), "copy_last_frame_psnr": float(jnp.mean(copy))}
 
 
+@errors.cli
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = errors.ArgumentParser(
         prog="python -m vdiff.eval.nnf",
         description="SinFusion NNFDIV (diversity) and NNFDIST of generated videos against "
                     "the original video.")
@@ -167,14 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--key_chunk", type=int, default=KEY_CHUNK)
     args = parser.parse_args(argv)
     from vdiff.eval import video_files
-    try:
-        original = video_files.read_one(args.original)
-        generated, _ = video_files.load_set(args.generated)
-        per_video = [nnf_metrics(g, original, query_chunk=args.query_chunk,
-                                 key_chunk=args.key_chunk) for g in generated]
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    original = video_files.read_one(args.original)
+    generated, _ = video_files.load_set(args.generated)
+    per_video = [nnf_metrics(g, original, query_chunk=args.query_chunk,
+                             key_chunk=args.key_chunk) for g in generated]
     print(json.dumps({k: float(np.mean([m[k] for m in per_video])) for k in per_video[0]}
                      | {"num_videos": len(per_video)}))
     return 0

@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from vdiff.core import workdir as workdir_lib
 from vdiff.errors import ConfigError
 from vdiff.eval import evaluators as evaluators_lib
 
@@ -31,7 +32,9 @@ def write_results(workdir: str, step: int, results: dict[str, float]) -> None:
 
 
 def evaluate_workdir(config: Any, workdir: str) -> dict[str, float]:
-    """Restores the EMA params of the latest checkpoint and runs the evaluators."""
+    """Restores the EMA params of the latest checkpoint and runs the evaluators, with the
+    run's own config.json completed by --config's evaluation keys (vdiff.core.workdir)."""
+    config = workdir_lib.run_config(config, workdir)
     if config.method == "sinfusion":
         return evaluate_sinfusion(config, workdir)
     from vdiff.methods import get_method
@@ -64,7 +67,7 @@ def evaluate_sinfusion(config: Any, workdir: str, *, num_videos: int = 4) -> dic
     mesh = sharding.make_mesh((1, -1, 1))
     restored = {}
     for role in ("predictor", "projector"):
-        cfg = role_config(config, role)
+        cfg = workdir_lib.run_config(role_config(config, role), os.path.join(workdir, role))
         method = make_sinfusion(cfg)
         try:
             params, step = restore_ema_params(cfg, os.path.join(workdir, role), method, mesh)

@@ -8,7 +8,7 @@ A *source* is one of
     is accepted too), C = 1 or 3;
   * a single video file.
 Everything is returned as uint8 RGB (floats are mapped with `to_uint8`, grayscale is
-repeated to 3 channels). Problems the user can fix raise ValueError/FileNotFoundError with
+repeated to 3 channels). Problems the user can fix raise InputError/FileNotFoundError with
 a message that names the file and says what to do.
 """
 
@@ -20,6 +20,7 @@ import zipfile
 import numpy as np
 
 from vdiff.data import video_io
+from vdiff.errors import InputError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".gif", ".webm", ".mov")
 FLOAT_RANGE_SLACK = 1e-3
@@ -28,15 +29,15 @@ FLOAT_RANGE_SLACK = 1e-3
 def _to_uint8_rgb(x: np.ndarray, where: str) -> np.ndarray:
     """uint8 or [−1, 1] float [..., C] with C in (1, 3) → uint8 [..., 3]."""
     if x.shape[-1] not in (1, 3):
-        raise ValueError(f"{where}: last axis must be 1 or 3 channels, got shape {x.shape}")
+        raise InputError(f"{where}: last axis must be 1 or 3 channels, got shape {x.shape}")
     if x.dtype.kind == "f":
         lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
         if lo < -1 - FLOAT_RANGE_SLACK or hi > 1 + FLOAT_RANGE_SLACK or not np.isfinite(lo + hi):
-            raise ValueError(f"{where}: float videos must be in [-1, 1], got range "
+            raise InputError(f"{where}: float videos must be in [-1, 1], got range "
                              f"[{lo:.3g}, {hi:.3g}] (for [0, 1] data use 2 * x - 1)")
         x = video_io.to_uint8(x)
     elif x.dtype != np.uint8:
-        raise ValueError(f"{where}: videos must be uint8 or float in [-1, 1], got {x.dtype}")
+        raise InputError(f"{where}: videos must be uint8 or float in [-1, 1], got {x.dtype}")
     return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
 
 
@@ -46,33 +47,33 @@ def load_npz(path: str) -> np.ndarray:
         raise FileNotFoundError(f"no such file: {path}")
     try:
         with np.load(path, allow_pickle=False) as data:
-            keys = list(data.keys())
-            if "videos" in keys:
-                x = data["videos"]
-            elif len(keys) == 1:
-                x = data[keys[0]]
-            else:
-                raise ValueError(f"{path}: has arrays {keys}; name the videos array 'videos'")
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"could not read {path} as .npz: {type(e).__name__}: {e}") from e
+            arrays = {k: data[k] for k in data.keys()}
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:  # ValueError: not an .npz
+        raise InputError(f"could not read {path} as .npz: {type(e).__name__}: {e}") from e
+    if "videos" in arrays:
+        x = arrays["videos"]
+    elif len(arrays) == 1:
+        (x,) = arrays.values()
+    else:
+        raise InputError(f"{path}: has arrays {list(arrays)}; name the videos array 'videos'")
     if x.ndim == 4:
         x = x[None]
     if x.ndim != 5:
-        raise ValueError(f"{path}: videos must be [N, T, H, W, C], got shape {x.shape}")
+        raise InputError(f"{path}: videos must be [N, T, H, W, C], got shape {x.shape}")
     return _to_uint8_rgb(x, path)
 
 
 def read_one(path: str) -> np.ndarray:
     """One video file → uint8 [T, H, W, 3]."""
     if os.path.isdir(path):
-        raise ValueError(f"{path} is a folder; give a video file")
+        raise InputError(f"{path} is a folder; give a video file")
     if path.lower().endswith(".npz"):
         videos = load_npz(path)
         if len(videos) != 1:
-            raise ValueError(f"{path} holds {len(videos)} videos; give a file with one")
+            raise InputError(f"{path} holds {len(videos)} videos; give a file with one")
         return videos[0]
     if not path.lower().endswith(VIDEO_EXTENSIONS):
-        raise ValueError(f"{path}: unsupported file type; use one of "
+        raise InputError(f"{path}: unsupported file type; use one of "
                          f"{', '.join(VIDEO_EXTENSIONS)} or .npz")
     return _to_uint8_rgb(video_io.read_video(path), path)
 
@@ -86,7 +87,7 @@ def load_set(source: str, *, max_videos: int | None = None
         files = sorted(f for f in os.listdir(source)
                        if f.lower().endswith(VIDEO_EXTENSIONS + (".npz",)))
         if not files:
-            raise ValueError(f"{source} holds no videos ({', '.join(VIDEO_EXTENSIONS)} or "
+            raise InputError(f"{source} holds no videos ({', '.join(VIDEO_EXTENSIONS)} or "
                              ".npz files)")
         paths = [os.path.join(source, f) for f in files]
     else:
@@ -111,16 +112,16 @@ def stack_clips(videos: list[np.ndarray], names: list[str], *, num_frames: int |
                 what: str = "videos") -> np.ndarray:
     """The first `num_frames` frames of each video (all if None), stacked [N, T, H, W, 3]."""
     if not videos:
-        raise ValueError(f"{what}: no videos")
+        raise InputError(f"{what}: no videos")
     num_frames = num_frames or min(len(v) for v in videos)
     for v, name in zip(videos, names):
         if len(v) < num_frames:
-            raise ValueError(f"{name} has {len(v)} frames, fewer than num_frames={num_frames}; "
+            raise InputError(f"{name} has {len(v)} frames, fewer than num_frames={num_frames}; "
                              "pass a smaller --num_frames or drop the video")
     size = videos[0].shape[1:3]
     for v, name in zip(videos, names):
         if v.shape[1:3] != size:
-            raise ValueError(f"{what}: {name} is {v.shape[1]}x{v.shape[2]} but {names[0]} is "
+            raise InputError(f"{what}: {name} is {v.shape[1]}x{v.shape[2]} but {names[0]} is "
                              f"{size[0]}x{size[1]}; resize all videos to one size")
     return np.stack([v[:num_frames] for v in videos])
 

@@ -27,11 +27,12 @@ import time
 
 import numpy as np
 
+from vdiff import errors
 from vdiff.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m vdiff.interpolation.cli",
+    p = errors.ArgumentParser(prog="python -m vdiff.interpolation.cli",
                                 description=__doc__.split("\n")[1])
     a = p.add_argument
     a("--sd", default=None, help="diffusers-layout Stable Diffusion folder")
@@ -391,13 +392,9 @@ def run(args: argparse.Namespace, log=print) -> dict:
     return info
 
 
+@errors.cli
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    run(build_parser().parse_args(argv))
     return 0
 
 

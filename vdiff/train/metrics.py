@@ -50,11 +50,36 @@ class WindowMean:
         return {k: float(np.mean(v)) / self.count for k, v in sums.items()}
 
 
+def drop_records_after(path: str, step: int) -> None:
+    """Rewrites a JSONL file without its records of steps > `step` (and a torn last line),
+    atomically: a temporary file renamed over it."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    if kept == lines:
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+
+
 class MetricWriter:
     """Writes scalars to TensorBoard event files and `metrics.jsonl` (process 0 only)."""
 
     def __init__(self, workdir: str, *, enabled: bool = True, jsonl_name: str = "metrics.jsonl",
-                 prefix: str = ""):
+                 prefix: str = "", resume_step: int | None = None):
+        """`resume_step`: the step the run (re)starts from. Records of later steps, written
+        by a killed run after its last checkpoint, are dropped (JSONL) or hidden
+        (TensorBoard's purge_step), so a resumed run has each step once."""
         self.prefix = prefix
         self.enabled = enabled
         self._tb = None
@@ -62,8 +87,12 @@ class MetricWriter:
         if enabled:
             from tensorboardX import SummaryWriter  # lazy: only the writing process needs it
             os.makedirs(workdir, exist_ok=True)
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-            self._jsonl = open(os.path.join(workdir, jsonl_name), "a", buffering=1)
+            path = os.path.join(workdir, jsonl_name)
+            if resume_step is not None:
+                drop_records_after(path, resume_step)
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                     purge_step=None if resume_step is None else resume_step + 1)
+            self._jsonl = open(path, "a", buffering=1)
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         if not self.enabled:
@@ -175,10 +204,3 @@ def step_flops(lowered: Any, compiled: Any, num_devices: int = 1) -> float | Non
     except Exception:  # noqa: BLE001
         text = ""
     return flops / max(int(num_devices), 1) + cudnn_attention_flops(text or "")
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:d}:{s:02d}"

@@ -9,7 +9,6 @@ run without writing the bad state.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -19,13 +18,15 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+from clu import parameter_overview  # imports no TensorFlow (clu.metric_writers would)
 from jax.experimental import multihost_utils
 
-from vdiff import config_lib, distributed
-from vdiff.data import pipeline, video_io
+from vdiff import config_lib, distributed, outputs, progress, runtime
+from vdiff.core import workdir as workdir_lib
+from vdiff.data import pipeline
 from vdiff.eval import evaluators as evaluators_lib
 from vdiff.eval import run_eval
-from vdiff.errors import ConfigError
+from vdiff.errors import ConfigError, UserError
 from vdiff.methods import get_method
 from vdiff.train import metrics as metrics_lib
 from vdiff.train import sharding
@@ -34,7 +35,7 @@ from vdiff.train.setup import build_train_fns, init_state
 from vdiff.train.state import TrainState
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """Raised when the loss or gradient becomes NaN/inf; the last checkpoint is kept."""
 
 
@@ -87,27 +88,20 @@ def _log(msg: str, *args: Any) -> None:
         logging.info(msg, *args)
 
 
-def write_samples(videos: np.ndarray, directory: str, *, fps: int) -> list[str]:
-    """Writes one mp4 per sample and a PNG grid (rows = samples, columns = frames).
+PARAMETER_TABLE_LOG_ROWS = 40  # the log shows this many rows; parameters.txt has them all
 
-    Without an ffmpeg binary (a host without the imageio-ffmpeg wheel) the samples are
-    written as gifs instead: training must not stop over a missing encoder.
-    """
-    os.makedirs(directory, exist_ok=True)
-    frames = video_io.to_uint8(videos)
-    paths = []
-    for i, video in enumerate(frames):
-        path = os.path.join(directory, f"sample_{i:02d}.mp4")
-        try:
-            video_io.write_video(path, video, fps=fps)
-        except video_io.FFmpegNotFoundError as e:
-            path = path[:-4] + ".gif"
-            logging.warning("%s; writing %s instead", e, os.path.basename(path))
-            video_io.write_video(path, video, fps=fps)
-        paths.append(path)
-    grid = os.path.join(directory, "grid.png")
-    video_io.write_grid_png(grid, frames)
-    return paths + [grid]
+
+def log_parameter_overview(params: Any, workdir: str) -> None:
+    """Logs clu's parameter table (name, shape, dtype, size, sharding) and writes it in full
+    to WORKDIR/parameters.txt (process 0). Reads only shapes and shardings: no device work."""
+    if not _is_main_process():
+        return
+    table = parameter_overview.get_parameter_overview(params, include_stats="sharding")
+    with open(os.path.join(workdir, "parameters.txt"), "w") as f:
+        f.write(table + "\n")
+    short = parameter_overview.get_parameter_overview(
+        params, include_stats="sharding", max_lines=PARAMETER_TABLE_LOG_ROWS + 6)
+    _log("parameters (all of them in %s):\n%s", os.path.join(workdir, "parameters.txt"), short)
 
 
 def check_config(config: Any) -> None:
@@ -120,9 +114,14 @@ def check_config(config: Any) -> None:
 
 
 def train_and_evaluate(config: Any, workdir: str) -> TrainState:
-    """Trains `config` in `workdir`, resuming from its latest checkpoint if any."""
+    """Trains `config` in `workdir`, resuming from its latest checkpoint if any. Holds the
+    workdir lock throughout, so a second run there stops before it touches anything."""
     check_config(config)
-    os.makedirs(workdir, exist_ok=True)
+    with workdir_lib.locked(workdir):
+        return _train_locked(config, workdir)
+
+
+def _train_locked(config: Any, workdir: str) -> TrainState:
     method = get_method(config)
     mesh = sharding.make_mesh(config.mesh.shape)
     if config.train.batch_size % sharding.data_parallel_size(mesh):
@@ -131,6 +130,8 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
                          f"(mesh {dict(mesh.shape)})")
     _log("mesh %s over %d devices (%s), %d process(es)", dict(mesh.shape), mesh.size,
          jax.devices()[0].device_kind, jax.process_count())
+    _log("compute on %s: %s", jax.default_backend(), ", ".join(
+        f"{k}={v}" for k, v in runtime.resolved_model_settings(config.model).items()))
 
     # Data first: a missing dataset should fail before minutes of compilation.
     data_iter = make_data_iterator(config, method)
@@ -142,9 +143,10 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
                         async_save=config.train.async_checkpoints)
     rng_init, rng_train, rng_sample = jax.random.split(config_lib.root_key(config), 3)
 
-    latest = ckpt.latest_step()
-    if latest is not None:
-        state, data_state = ckpt.restore(latest, fns.abstract_state)
+    restored = ckpt.restore_newest(fns.abstract_state, set_aside=True)
+    latest = None if restored is None else restored[0]
+    if restored is not None:
+        _, state, data_state = restored
         restore_data_state(data_iter, data_state, config.data)
         _log("resumed from %s at step %d", ckpt.directory, latest)
     else:
@@ -153,11 +155,13 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
         _log("initialized a new run in %s", workdir)
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(fns.abstract_state.params))
     _log("%s: %.2fM parameters", config.method, num_params / 1e6)
+    log_parameter_overview(fns.abstract_state.params, workdir)
     if _is_main_process():
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        workdir_lib.write_config(workdir, config)
 
-    writer = metrics_lib.MetricWriter(workdir, enabled=_is_main_process())
+    # Lines a killed run wrote after its last checkpoint are dropped: they are redone.
+    writer = metrics_lib.MetricWriter(workdir, enabled=_is_main_process(),
+                                      resume_step=latest or 0)
     step = int(jax.device_get(state.step))
     total = config.train.num_steps
     if step >= total:
@@ -168,11 +172,17 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
             step_fn, flops = None, None
             peak = metrics_lib.peak_flops_per_device()
             sample_fn = make_sample_fn(method, config, mesh)
-            evaluators = evaluators_lib.build_evaluators(config, method, mesh)
+            # Built at the first evaluation, so a run stopped before it never pays their
+            # set-up (I3D weights, reference clips); unknown names still fail here.
+            evaluators_lib.check_names(config)
+            evaluators = None
             rng_eval = jax.random.fold_in(rng_sample, 1)
             window = metrics_lib.WindowMean()
             t_window, steps_window = time.perf_counter(), 0
             t_start, step_start = time.perf_counter(), step
+            # ETA from the steady step time: train-step time only (no compile, samples or
+            # evals), from the end of the first logged window on (before: that window's rate).
+            eta_rate, step_seconds = progress.SteadyRate(), 0.0
             skipped = 0  # non-finite steps skipped in this invocation
             while step < total:
                 batch = fns.global_batch(next(data_iter))
@@ -220,12 +230,14 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
                         values["mfu"] = flops * rate / peak
                     values.pop("finite", None)
                     writer.write_scalars(step, values)
-                    overall = (step - step_start) / max(time.perf_counter() - t_start, 1e-9)
+                    step_seconds += dt
+                    eta_rate.mark(step - step_start, step_seconds)
+                    eta = eta_rate.eta(total - step)
                     extra = "".join(f" | {k} {values[k]:.4f}" for k in ("loss_video", "loss_image")
                                     if k in values)
                     _log("step %d/%d | loss %.4f%s | %.2f steps/s | ETA %s", step, total,
-                         values["loss"], extra, rate,
-                         metrics_lib.format_duration((total - step) / max(overall, 1e-9)))
+                         values["loss"], extra, rate, progress.format_duration(
+                             (total - step) / max(rate, 1e-9) if eta is None else eta))
                     window = metrics_lib.WindowMean()
                     t_window, steps_window = time.perf_counter(), 0
                 if save_now:
@@ -235,13 +247,16 @@ def train_and_evaluate(config: Any, workdir: str) -> TrainState:
                     generate_samples(sample_fn, config, state, rng_sample, workdir, step)
                     t_window = time.perf_counter()
                 every = config.train.eval_every
-                if evaluators and ((every and step % every == 0) or is_last):
-                    results = evaluators_lib.run_evaluators(evaluators, state.ema_params,
-                                                            rng_eval)
-                    run_eval.write_results(workdir, step, results)
-                    _log("eval at step %d: %s", step, " | ".join(
-                        f"{k} {v:.4g}" for k, v in results.items()))
-                    t_window = time.perf_counter()
+                if config.evals and ((every and step % every == 0) or is_last):
+                    if evaluators is None:
+                        evaluators = evaluators_lib.build_evaluators(config, method, mesh)
+                    if evaluators:
+                        results = evaluators_lib.run_evaluators(evaluators, state.ema_params,
+                                                                rng_eval)
+                        run_eval.write_results(workdir, step, results)
+                        _log("eval at step %d: %s", step, " | ".join(
+                            f"{k} {v:.4g}" for k, v in results.items()))
+                        t_window = time.perf_counter()
                 if stop.requested and not is_last:
                     # The signal may land after `save_now` was computed (while this step's
                     # results were being fetched): save here too; a no-op if already saved.
@@ -313,9 +328,9 @@ def generate_samples(sample_fn: Any, config: Any, state: TrainState, rng: jax.Ar
     videos = np.asarray(jax.device_get(videos))[:s.num_samples]
     if _is_main_process():
         directory = os.path.join(workdir, "samples", f"step_{step:07d}")
-        paths = write_samples(videos, directory, fps=s.fps)
-        with open(os.path.join(directory, "info.json"), "w") as f:
-            json.dump({"step": step, "num_steps": s.num_steps, "gamma": s.gamma,
-                       "guidance_scale": s.guidance_scale, "params": "ema"}, f)
+        paths = outputs.write_videos(
+            videos, directory, fps=s.fps, formats=("mp4",),
+            info={"step": step, "num_steps": s.num_steps, "gamma": s.gamma,
+                  "guidance_scale": s.guidance_scale, "params": "ema"})
         _log("wrote %d sample videos + grid to %s (%.1fs)", len(paths) - 1, directory,
              time.perf_counter() - t0)

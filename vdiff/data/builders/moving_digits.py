@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vdiff import progress
 from vdiff.data import moving_digits
 
 MAX_DIGITS = 2
@@ -76,7 +77,8 @@ class MovingDigits(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split: str, count: int):
         c = self.builder_config
-        for index in range(count):
+        for index in progress.track(range(count), f"moving digits {c.name}: {split} videos",
+                                    unit="videos"):
             video, labels = moving_digits.make_video(
                 index, seed=c.seed, num_frames=c.num_frames, size=c.size,
                 digit_size=c.digit_size, max_digits=MAX_DIGITS, split=split,

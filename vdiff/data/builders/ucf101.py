@@ -20,6 +20,7 @@ import dataclasses
 import os
 
 from vdiff.data.builders.video_base import SourceFile, VideoBuilderConfig, VideoDatasetBuilder
+from vdiff.errors import InputError
 
 LAYOUT = "    MANUAL_DIR/" + __doc__.split("MANUAL_DIR/")[1].split("Configs")[0].rstrip()
 
@@ -53,7 +54,7 @@ def read_class_index(path: str) -> list[str]:
                 index, name = line.split()
                 entries[int(index)] = name
     if sorted(entries) != list(range(1, len(entries) + 1)):
-        raise ValueError(f"{path}: class indices are not 1..N")
+        raise InputError(f"{path}: class indices are not 1..N")
     return [entries[i] for i in range(1, len(entries) + 1)]
 
 

@@ -28,8 +28,10 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vdiff import progress as progress_lib
 from vdiff.data import frame_codec, video_io
 from vdiff.data.builders import tfds_build
+from vdiff.errors import InputError
 
 
 @dataclasses.dataclass
@@ -132,11 +134,7 @@ def decode_all(files: list[SourceFile], resolution: int, options: PrepareOptions
     used: dict[str, list[str]] = {}
     skipped: dict[str, str] = {}
     num_frames: dict[str, int] = {}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(files), desc="decoding videos", unit="file", dynamic_ncols=True)
+    bar = progress_lib.Progress("decoding videos", len(files), unit="files") if progress else None
     with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
         futures = {pool.submit(_decode_one, f, resolution, options, cache_dir): f
                    for f in files}
@@ -150,7 +148,6 @@ def decode_all(files: list[SourceFile], resolution: int, options: PrepareOptions
                 skipped[src.key] = reason
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(skipped=len(skipped))
     if bar is not None:
         bar.close()
     for keys in used.values():
@@ -200,7 +197,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder):
         report = decode_all(files, self.builder_config.resolution, self.prepare_options,
                             cache_dir, workers=self.num_workers, progress=self.show_progress)
         if not report.num_frames:
-            raise ValueError(f"none of the {len(files)} source files could be used; "
+            raise InputError(f"none of the {len(files)} source files could be used; "
                              f"first reasons: {list(report.skipped.items())[:3]}")
         meta = report.summary()
         meta.update(classes=classes, resolution=self.builder_config.resolution,
@@ -212,7 +209,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder):
                 for split in self.SPLITS}
 
     def _generate_examples(self, keys, labels, cache_dir):
-        for key in keys:
+        for key in progress_lib.track(keys, f"{self.name}: writing videos", unit="videos"):
             frames = _load_cached(cache_dir, key)
             yield key, {"frames": frames, "label": np.int32(labels[key]),
                         "num_frames": np.int32(len(frames)), "filename": key}
@@ -228,7 +225,7 @@ def prepare(builder: VideoDatasetBuilder, manual_dir: str, *, workers: int | Non
     if options is not None:
         builder.prepare_options = options
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-    tfds_build.download_and_prepare(builder, download_config=config)
+    tfds_build.download_and_prepare(builder, source=manual_dir, download_config=config)
     report = getattr(builder, "last_report", None) or dict(builder.info.metadata)
     if not keep_cache and getattr(builder, "decode_cache", None):
         shutil.rmtree(builder.decode_cache, ignore_errors=True)
