@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 10, deliverable 2: the peer (video-diffusion-pytorch 0.7.0) and our VDM UNet timed
+# The peer (video-diffusion-pytorch 0.7.0) and our VDM UNet timed
 # in the same run on the GPU machine, merged into one JSON with videos/s ratios.
 #
 #   bash benchmarks/peer_compare.sh $OUT/peer_compare.json     # needs .gpu/peer/*.whl carried

@@ -1,5 +1,5 @@
 """Times the peer video-diffusion-pytorch 0.7.0 (lucidrains) training step and denoiser
-call, for comparison with `vdm_train_step.py` in the same run (issue 10).
+call, for comparison with `vdm_train_step.py` in the same run.
 
   PYTHONPATH=/tmp/peer python benchmarks/peer_video_diffusion_pytorch.py --out=peer.json
   python benchmarks/peer_video_diffusion_pytorch.py --quick      # CPU smoke test

@@ -9,7 +9,7 @@
 #   bash benchmarks/pvdm_variants.sh w 330 480 moving:: static:static:: p2::patch=2:
 #
 # A run longer than one device call: start it with `setsid` and RESULTS= a fixed folder,
-# then copy RESULTS into $OUT at the end of each call (README, PVDM).
+# then copy RESULTS into $OUT at the end of each call.
 set -uo pipefail
 root=$1 ae_seconds=$2 seconds=$3
 shift 3

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU runs owed to SinFusion (issue 6) and PVDM (issue 7), side by side on one GPU and
+# SinFusion and PVDM GPU runs side by side on one GPU,
 # resumable over device calls of at most SECONDS each (a warm machine keeps WORKDIR):
 #   - SinFusion: residual x0 Predictors on carphone frames 0-79; frames 80-95 held out for
 #     validation (and the shrinkage alpha), 96-119 held out as the test; the posterior mean

@@ -25,7 +25,7 @@ def get_config(arg=None):
     c.data.name, c.data.channels = "moving_digits", 1
     c.data.num_frames, c.data.resolution = a.frames, 32
     c.data.random_flip, c.data.temporal_crop = False, "random"
-    c.data.builder_config = a.digits  # 'static': the same digits at rest (README, PVDM)
+    c.data.builder_config = a.digits  # 'static': the same digits at rest (docs/methods/pvdm.md)
     c.model.update(dict(patch_size=a.patch, latent_channels=a.latent_channels, width=128,
                         encoder_depth=4, decoder_depth=4, projection_depth=1, head_dim=32))
     c.pvdm.update(dict(gan_start_step=3000, gan_weight=0.1, disc_channels=32, disc_layers=2))

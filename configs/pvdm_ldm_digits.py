@@ -55,7 +55,7 @@ def get_config(arg=None):
         c.sample.guidance_scale = a.guidance
     if a.fvd:
         c.evals.fvd = ml_collections.ConfigDict(dict(num_videos=128, num_steps=100))
-    # FVD cannot see broken strokes at 32×32; the digit classifier can (README, PVDM)
+    # FVD cannot see broken strokes at 32×32; the digit classifier can (docs/results.md, PVDM)
     c.evals.digit_score = ml_collections.ConfigDict(dict(num_videos=64, num_steps=100,
                                                          guidance_scale=c.sample.guidance_scale))
     # 2,000 fixed training videos: the train/held-out loss gap shows the model memorising

