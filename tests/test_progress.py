@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.helpers import REPO
@@ -54,3 +55,30 @@ def test_dataset_build_logs_its_own_line_not_a_download(tmp_path):
     assert "dataset_info.json" not in text, text
     assert "building dataset moving_digits/tiny from scikit-learn's bundled digits" in text
     assert os.path.isdir(tmp_path / "moving_digits" / "tiny" / "1.0.0")
+
+
+class _CountingWindows:
+    """Stands in for `sampling.WindowSampler`: counts the windows an application samples."""
+
+    def __init__(self, window: int):
+        self.window, self.count = window, 0
+
+    def free(self, rng):
+        self.count += 1
+        return np.zeros((1, self.window, 2, 2, 1), np.float32)
+
+    def frames(self, rng, video, mask):
+        self.count += 1
+        return np.zeros_like(video)
+
+
+@pytest.mark.parametrize("window,total,start", [(8, 32, 0), (8, 30, 1), (8, 9, 3),
+                                                (16, 64, 16), (5, 40, 0)])
+def test_sampling_progress_total_counts_every_extend_window(window, total, start):
+    import jax
+
+    from vdiff import sampling
+    ws = _CountingWindows(window)
+    given = None if not start else np.zeros((1, start, 2, 2, 1), np.float32)
+    sampling.extend(ws, jax.random.key(0), total, given)
+    assert sampling.extend_windows(window, total, start) == ws.count

@@ -289,7 +289,7 @@ def test_corrupt_newest_checkpoint_is_skipped_then_set_aside(reference_run, data
 
 def test_sample_and_eval_refuse_a_config_that_reshapes_the_run(reference_run, data_dir):
     ref_dir, _ = reference_run
-    # The case: the run was trained with `runlocal`, sampled without it.
+    # The run was trained with `runlocal` and is sampled without it.
     result = run_main(ref_dir, data_dir, "steps=12", "--mode=sample")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr

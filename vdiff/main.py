@@ -47,7 +47,8 @@ flags.DEFINE_enum("conditioning", "reconstruction", ["reconstruction", "replacem
 flags.DEFINE_float("recon_weight", 4.0, "Reconstruction guidance weight w_r.")
 flags.DEFINE_integer("sr_factor", 2, "Downsampling factor of the input for super_resolve.")
 flags.DEFINE_string("input_video", "", "Video file to extend / interpolate / super-resolve.")
-flags.DEFINE_string("output_dir", "", "Where to write samples (default WORKDIR/samples/...).")
+flags.DEFINE_string("output_dir", "", "Where to write samples (default: a new folder "
+                    "WORKDIR/samples/<application>_step<N>_<sampler>-<steps>_seed<S>[...]).")
 flags.DEFINE_string("input_image", "", "SinFusion edit: the image to noise and denoise.")
 flags.DEFINE_float("noise_level", 0.5, "SinFusion edit: noise level t0 in (0, 1].")
 flags.DEFINE_integer("height", 0, "SinFusion images: output height (0: training size).")

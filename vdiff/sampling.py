@@ -144,6 +144,7 @@ class WindowSampler:
         self.shape = (opts.num_samples, d.num_frames, d.resolution, d.resolution, method.channels)
         self.nfe = samplers.num_function_evals(opts.sampler, opts.num_steps, **opts.sampler_kwargs)
         self.bar = progress.Progress(f"sampling {opts.application}", unit="NFE")
+        self._planned = 0
         self._free = jax.jit(self._free_fn)
         self._frames = jax.jit(self._frames_fn)
         self._sr = jax.jit(self._sr_fn, static_argnums=2)
@@ -184,8 +185,17 @@ class WindowSampler:
             weight=self.opts.recon_weight)
         return self._run(denoise, rng)
 
-    def _tick_total(self, windows: int) -> None:
+    def plan(self, windows: int) -> None:
+        """Announces the windows an application will sample, so that the progress total (and
+        its ETA) covers the whole run from the first window on."""
+        self._planned += windows
         self.bar.add_total(windows * self.nfe)
+
+    def _tick_total(self, windows: int) -> None:
+        if self._planned >= windows:
+            self._planned -= windows
+        else:
+            self.bar.add_total(windows * self.nfe)
 
     def free(self, rng) -> jax.Array:
         self._tick_total(1)
@@ -218,6 +228,15 @@ def extend(ws: WindowSampler, rng: jax.Array, total: int, start: jax.Array | Non
         window = ws.frames(sub, jnp.concatenate([context, pad], axis=1), np.arange(t) < given)
         video = jnp.concatenate([video, window[:, given:]], axis=1)
     return video[:, :total]
+
+
+def extend_windows(window: int, total: int, start_frames: int = 0) -> int:
+    """How many windows :func:`extend` samples (for its progress total)."""
+    count, have = (0, start_frames) if start_frames else (1, window)
+    while have < total:
+        have += window - min(window // 2, have)
+        count += 1
+    return count
 
 
 def interpolation_windows(num_input: int, window: int) -> tuple[list[int], int]:
@@ -369,8 +388,11 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
             videos = ws.free(sub)
         elif opts.application == "extend":
             total = opts.num_frames or 4 * d.num_frames
+            ws.plan(extend_windows(d.num_frames, total, 0 if start is None else start.shape[1]))
             videos = extend(ws, sub, total, start)
         elif opts.application == "interpolate":
+            ws.plan(len(interpolation_windows(d.num_frames if start is None else start.shape[1],
+                                              d.num_frames)[0]) + (start is None))
             base = ws.free(sub) if start is None else start
             rng, sub = jax.random.split(rng)
             videos = interpolate(ws, sub, base)

@@ -1,7 +1,7 @@
 """How recognisable the digits in moving-digits frames are: a classifier's view.
 
 FVD cannot tell clean 32×32 digit frames from speckled strokes (I3D sees them upscaled to
-224 px; see the PVDM section of the README). This scores frames with a small classifier
+224 px; see docs/results.md, PVDM). This scores frames with a small classifier
 trained here, on frames of one-digit moving-digits videos of the *train* digit images:
 
     confidence  mean over frames of max_y p(y | frame)
