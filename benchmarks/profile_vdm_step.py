@@ -483,15 +483,19 @@ def _gn_bf16_class():
 
     from vdiff.nn.layers import num_groups_for
 
-    class FrameGroupNorm(nn.Module):  # same name: same parameter paths
+    class FrameGroupNorm(nn.Module):  # same name and call: same parameter paths
         dtype: Any = jnp.float32
+        fused: str = "off"  # ignored: this ablation is the unfused flax GroupNorm
 
         @nn.compact
-        def __call__(self, x):
+        def __call__(self, x, film=None, *, silu=False):
             b = x.shape[0]
             h = einops.rearrange(x, "b f h w c -> (b f) h w c")
             h = nn.GroupNorm(num_groups=num_groups_for(x.shape[-1]), dtype=self.dtype)(h)
-            return einops.rearrange(h.astype(self.dtype), "(b f) h w c -> b f h w c", b=b)
+            h = einops.rearrange(h.astype(self.dtype), "(b f) h w c -> b f h w c", b=b)
+            if film is not None:
+                h = h * (1.0 + film[0][..., None, None, :]) + film[1][..., None, None, :]
+            return nn.swish(h) if silu else h
 
     return FrameGroupNorm
 

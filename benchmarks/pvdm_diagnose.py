@@ -51,7 +51,7 @@ from vdiff.diffusion import targets  # noqa: E402
 from vdiff.eval import digit_score, fvd, i3d  # noqa: E402
 from vdiff.eval.evaluators import to_i3d_clips  # noqa: E402
 from vdiff.methods.pvdm import PVDMLatentStage  # noqa: E402
-from vdiff.sampling import restore_ema_params  # noqa: E402
+from vdiff.core.checkpoints import restore_ema_params  # noqa: E402
 from vdiff.train import sharding  # noqa: E402
 
 

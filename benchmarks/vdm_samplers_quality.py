@@ -38,7 +38,7 @@ from vdiff.diffusion import samplers  # noqa: E402
 from vdiff.eval import digit_score, fvd, i3d  # noqa: E402
 from vdiff.eval.evaluators import to_i3d_clips  # noqa: E402
 from vdiff.methods import get_method  # noqa: E402
-from vdiff.sampling import restore_ema_params  # noqa: E402
+from vdiff.core.checkpoints import restore_ema_params  # noqa: E402
 from vdiff.train import sharding  # noqa: E402
 
 

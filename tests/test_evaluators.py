@@ -117,6 +117,9 @@ class _ReplayMethod:
         self.traced_batches.append(num_samples)
         return self.videos[:num_samples]
 
+    def sample_labels(self, num):  # `vdiff.methods.base.Method`'s default: no classes
+        return None
+
 
 def test_digit_score_evaluator_scores_real_digits_like_real_and_scrambled_ones_lower():
     from vdiff.eval import digit_score

@@ -669,8 +669,8 @@ def test_missing_autoencoder_names_the_command(tmp_path):
 
 @pytest.fixture(scope="module")
 def ae_checkpoint_ema(ae_workdir):
-    """The autoencoder run's EMA params, restored with `vdiff.sampling.restore_ema_params`."""
-    from vdiff.sampling import restore_ema_params
+    """The autoencoder run's EMA params, restored with `vdiff.core.checkpoints.restore_ema_params`."""
+    from vdiff.core.checkpoints import restore_ema_params
     from vdiff.train import sharding
 
     ae_cfg = load_config("pvdm_ae_digits", "runlocal")

@@ -125,8 +125,9 @@ def test_reconstruction_guidance_pulls_toward_observation(setup):
 def test_options_are_checked():
     with pytest.raises(ConfigError, match="unknown sampler"):
         sampling.SampleOptions(sampler="euler").check()
-    with pytest.raises(ConfigError, match="unknown application"):
-        sampling.SampleOptions(application="outpaint").check()
+    with pytest.raises(ConfigError, match="unknown application"):  # the method's table
+        sampling.run_sampling(load_config("vdm_digits", "runlocal"), "/no/such/workdir",
+                              sampling.SampleOptions(application="outpaint"))
 
 
 def test_input_video_size_error(tmp_path):

@@ -92,6 +92,10 @@ def vdm_defaults() -> ml_collections.ConfigDict:
         temporal_attention_impl="auto",
         dtype="auto",  # compute dtype: 'float32', 'bfloat16', 'float16'; params stay float32
         remat="none",  # per block: 'none', 'dots' (keep conv/matmul outputs) or 'full'
+        # GroupNorm → FiLM → SiLU as one Pallas (Triton) kernel, vdiff.nn.fused_norm: 'off',
+        # 'on' (GPU; pure JAX elsewhere) or 'auto'. Off until the kernel has been measured on
+        # a GPU (benchmarks/fused_norm.py); then 'auto' turns it on on GPUs. Same parameters.
+        fused_norm="off",
     ))
 
     c.diffusion = ml_collections.ConfigDict(dict(

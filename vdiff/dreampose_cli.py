@@ -70,11 +70,7 @@ def run(workdir: str, image: str, poses: str, out: str, *, s_image: float = 2.0,
     from vdiff.data import video_io
     from vdiff.methods import dreampose as method_lib
 
-    config = method_lib.load_run_config(workdir)  # cheap: check the inputs before weights
-    if config.method not in ("dreampose", "dreampose_vae") or (
-            config.dreampose.stage == "vae_pretrain"):
-        raise ConfigError(f"{workdir} is a {config.method}/{config.dreampose.stage} run "
-                          "without a diffusion model; pass the subject or VAE-decoder run")
+    config = method_lib.load_animation_config(workdir)  # cheap: check inputs before weights
     r = int(config.data.resolution)
     img, hw = load_image(image, r, resize=resize)
     maps = load_poses(poses, r, hw)

@@ -28,13 +28,14 @@ flags.DEFINE_bool("multiprocess", False,
                   "needed where the environment names the processes (JAX_COORDINATOR_ADDRESS/"
                   "JAX_NUM_PROCESSES/JAX_PROCESS_ID, SLURM under srun, TPU pod VMs); see "
                   "vdiff/distributed.py and launch/.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])  # --config too for train (checked below)
 
 # --mode=sample options (see vdiff/sampling.py).
-flags.DEFINE_enum("application", "unconditional",
-                  ["unconditional", "extend", "interpolate", "super_resolve",
-                   "images", "edit", "video", "extrapolate", "upsample"],
-                  "What to sample (the last five are SinFusion's, see vdiff/sinfusion_sampling.py).")
+flags.DEFINE_string("application", "unconditional",
+                    "What to sample: an application of the run's method (its `applications`; "
+                    "VDM: unconditional | extend | interpolate | super_resolve, vdm_sr: "
+                    "super_resolve, PVDM: unconditional | extend, SinFusion: images | edit | "
+                    "video | extrapolate | upsample, see vdiff/methods/sinfusion_sampling.py).")
 flags.DEFINE_string("sampler", "ancestral", "ancestral | ddim | pc | dpmpp_2m")
 flags.DEFINE_integer("num_steps", 128, "Sampler steps.")
 flags.DEFINE_integer("num_samples", 4, "Videos to sample.")
@@ -83,14 +84,18 @@ def main(argv: list[str]) -> int:
     from vdiff.train import trainer
     runtime.setup_compilation_cache()
     from vdiff import distributed
+    from vdiff.core import workdir as workdir_lib
     distributed.initialize(force=FLAGS.multiprocess)  # before anything touches a device
+    # sample / eval without --config: the run's own config.json
+    config = FLAGS.config if FLAGS.config is not None else workdir_lib.config_of_run(
+        FLAGS.workdir)
     if FLAGS.mode == "train":
         from vdiff.methods import training_runs
-        for config, workdir in training_runs(FLAGS.config, FLAGS.workdir):
+        for config, workdir in training_runs(config, FLAGS.workdir):
             trainer.train_and_evaluate(config, workdir)
     elif FLAGS.mode == "eval":
         from vdiff.eval import run_eval
-        run_eval.evaluate_workdir(FLAGS.config, FLAGS.workdir)
+        run_eval.evaluate_workdir(config, FLAGS.workdir)
     else:
         from vdiff import sampling
         opts = sampling.SampleOptions(
@@ -103,7 +108,7 @@ def main(argv: list[str]) -> int:
             noise_level=FLAGS.noise_level, height=FLAGS.height, width=FLAGS.width,
             start_frame=FLAGS.start_frame, direction=FLAGS.direction,
             upsample_factor=FLAGS.upsample_factor)
-        sampling.run_sampling(FLAGS.config, FLAGS.workdir, opts)
+        sampling.run_sampling(config, FLAGS.workdir, opts)
     return 0
 
 
@@ -145,8 +150,12 @@ def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing, but a bad config key or value ends in one clear message."""
     try:
         argv = FLAGS(_with_shipped_config(argv))
-        FLAGS.config.keys()  # ml_collections defers a failed config load to its first use
-        return argv
+        if FLAGS.config is not None:
+            FLAGS.config.keys()  # ml_collections defers a failed config load to its first use
+            return argv
+        if FLAGS.mode != "train":  # sample / eval: the run's own config.json
+            return argv
+        message = "--config is required for --mode=train"
     except flags.Error as e:
         message = str(e)
         if "Traceback (most recent call last)" in message:  # ml_collections embeds one

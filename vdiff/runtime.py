@@ -16,6 +16,7 @@ DEFAULT_CACHE = os.path.join("~", ".cache", "vdiff", "jax_compilation_cache")
 AUTO = "auto"
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 ATTENTION_IMPLS = ("xla", "cudnn", "einsum")
+FUSED_NORM = ("off", "on", "interpret")
 
 
 def setup_compilation_cache(path: str | None = None) -> str | None:
@@ -71,9 +72,28 @@ def attention_impl(name: str | None, *, long_sequences: bool = True,
     return name
 
 
+def fused_norm(name: str | None, *, backend: str | None = None) -> str:
+    """`model.fused_norm` resolved: 'off', 'on' (the Pallas/Triton GroupNorm + FiLM + SiLU
+    kernel of `vdiff.nn.fused_norm`) or 'interpret' (the same kernel in Pallas interpret
+    mode, any backend: tests only, slow).
+
+    'auto' is 'off' on every backend until the kernel has been timed on a GPU (then: 'on' on
+    GPU). 'on' is 'off' off GPU (the kernel is Triton); on GPU the kernel still falls back to
+    the pure-JAX path for shapes it does not take and under multi-device meshes.
+    """
+    if name in (None, "", AUTO):
+        return "off"
+    if name not in FUSED_NORM:
+        raise ConfigError(f"model.fused_norm {name!r} not in {list(FUSED_NORM) + [AUTO]}")
+    if name == "on" and (backend or jax.default_backend()) != "gpu":
+        return "off"
+    return name
+
+
 def resolved_model_settings(model_config: Any, *, backend: str | None = None) -> dict[str, str]:
-    """What `model.dtype` and the `model.*attention_impl` keys resolve to on this backend,
-    for the start-up log: {key: 'auto → bfloat16', ...} (explicit values shown as they are)."""
+    """What `model.dtype`, the `model.*attention_impl` keys and `model.fused_norm` resolve to
+    on this backend, for the start-up log: {key: 'auto → bfloat16', ...} (explicit values
+    shown as they are; a fused_norm that resolves otherwise as 'on → off')."""
     out = {}
     for key in sorted(model_config.keys()):
         value = model_config[key]
@@ -82,6 +102,10 @@ def resolved_model_settings(model_config: Any, *, backend: str | None = None) ->
         elif key.endswith("attention_impl"):
             got = attention_impl(value, long_sequences=not key.startswith("temporal"),
                                  backend=backend) or "xla"
+        elif key == "fused_norm":
+            got = fused_norm(value, backend=backend)
+            out[f"model.{key}"] = f"{value} → {got}" if value != got else got
+            continue
         else:
             continue
         out[f"model.{key}"] = f"{value} → {got}" if value == AUTO else str(got)

@@ -1,4 +1,8 @@
-"""Sampling from a trained run: unconditional, extend, interpolate, super-resolve.
+"""`--mode=sample`: runs an application of the run's method (`Method.applications`).
+
+This module holds VDM's (unconditional, extend, interpolate, super-resolve: `sample_windows`),
+the cascaded SR stage's (`cascade_super_resolve`) and PVDM's (`run_pvdm_sampling`);
+SinFusion's are in vdiff/methods/sinfusion_sampling.py.
 
     python -m vdiff.main --mode=sample --config=configs/vdm_digits.py --workdir=DIR \
         --application=extend --num_frames=64 --sampler=ddim --num_steps=64
@@ -35,22 +39,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vdiff.core import workdir as workdir_lib
 from vdiff import outputs, progress
+from vdiff.core import workdir as workdir_lib
+# restore_ema_params and CheckpointNotFoundError are imported from here by notebooks
+from vdiff.core.checkpoints import CheckpointNotFoundError, restore_ema_params  # noqa: F401
 from vdiff.data import video_io
 from vdiff.diffusion import guidance, samplers
-from vdiff.errors import ConfigError, InputError, UserError
-from vdiff.methods import get_method
+from vdiff.errors import ConfigError, InputError
+from vdiff.methods import get_method, method_class
 from vdiff.train import sharding
-from vdiff.train.checkpoint import Checkpointer
-from vdiff.train.setup import build_train_fns
-
-APPLICATIONS = ("unconditional", "extend", "interpolate", "super_resolve")
-SINFUSION_APPLICATIONS = ("images", "edit", "video", "extrapolate", "upsample")
-
-
-class CheckpointNotFoundError(UserError, RuntimeError):
-    """No checkpoint to sample from; the message says where it looked."""
 
 
 @dataclasses.dataclass
@@ -70,7 +67,7 @@ class SampleOptions:
     output_dir: str = ""
     fps: int = 8
     sampler_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-    # SinFusion applications (vdiff/sinfusion_sampling.py)
+    # SinFusion applications (vdiff/methods/sinfusion_sampling.py)
     input_image: str = ""  # edit: the image to noise and denoise
     noise_level: float = 0.5  # edit: t₀ ∈ (0, 1]
     height: int = 0  # images: output size (0 = the training frame size)
@@ -80,9 +77,8 @@ class SampleOptions:
     upsample_factor: int = 2  # upsample: 2 or 4
 
     def check(self) -> None:
-        known = APPLICATIONS + SINFUSION_APPLICATIONS
-        if self.application not in known:
-            raise ConfigError(f"unknown application {self.application!r}; use one of {known}")
+        """Checks the options any application reads; the application itself is looked up
+        in the run's method (`Method.application`)."""
         if self.direction not in ("forward", "backward"):
             raise ConfigError("direction must be 'forward' or 'backward'")
         if not 0 < self.noise_level <= 1:
@@ -94,26 +90,6 @@ class SampleOptions:
             raise ConfigError("conditioning must be 'reconstruction' or 'replacement'")
         if self.num_steps < 1 or self.num_samples < 1:
             raise ConfigError("num_steps and num_samples must be positive")
-
-
-def restore_ema_params(config: Any, workdir: str, method: Any, mesh: Any) -> tuple[Any, int]:
-    """EMA params of the newest checkpoint in `workdir` that restores, placed with the
-    config's sharding. Read-only: a damaged newer checkpoint is skipped with a warning but
-    left in place (the trainer sets it aside), and a trainer may be saving meanwhile."""
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        raise CheckpointNotFoundError(
-            f"no checkpoints in {directory}: train first with --mode=train and the same "
-            f"--config and --workdir")
-    ckpt = Checkpointer(directory, max_to_keep=1, save_every=0, async_save=False,
-                        read_only=True)
-    fns = build_train_fns(config, method, mesh)
-    restored = ckpt.restore_newest(fns.abstract_state, set_aside=False)
-    ckpt.close()
-    if restored is None:
-        raise CheckpointNotFoundError(f"{directory} holds no complete checkpoint")
-    step, state, _ = restored
-    return state.ema_params, step
 
 
 def _progress(denoise_fn: Callable, bar: progress.Progress) -> Callable:
@@ -338,44 +314,58 @@ def output_dir(workdir: str, opts: SampleOptions, step: int, num_classes: int = 
 
 
 def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
-    """Restores the latest EMA params, runs the application and writes the outputs.
-    `config` is checked against and completed from the run's own config.json."""
+    """Runs `opts.application` of the run's method (its `applications` table) and writes
+    the outputs. `config` is checked against and completed from the run's own config.json."""
     opts.check()
     config = workdir_lib.run_config(config, workdir)
-    if config.method == "sinfusion":
-        from vdiff.sinfusion_sampling import run_sinfusion_sampling
+    return method_class(config).application(opts.application)(config, workdir, opts)
 
-        return run_sinfusion_sampling(config, workdir, opts)
-    if config.method in ("pvdm_ae", "pvdm_ldm"):
-        return run_pvdm_sampling(config, workdir, opts)
-    if opts.application in SINFUSION_APPLICATIONS:
-        raise ConfigError(f"--application={opts.application} is a SinFusion application; "
-                          f"{config.method} has {APPLICATIONS}")
+
+def _setup(config: Any, opts: SampleOptions) -> tuple[Any, Any, SampleOptions, int]:
+    """(method, mesh, opts with num_samples rounded up, the requested number). The batch is
+    sharded over the data axes: sample a multiple of their size, keep the requested number."""
     method = get_method(config)
     mesh = sharding.make_mesh(config.mesh.shape)
-    d = config.data
-    # The batch is sharded over the data axes: sample a multiple of their size, keep the
-    # requested number.
     requested = opts.num_samples
     opts = dataclasses.replace(
         opts, num_samples=sharding.round_up_to_data_parallel(requested, mesh))
-    if getattr(method, "upsample", None) is not None and opts.application != "super_resolve":
-        raise ConfigError(f"{config.method} is a super-resolution stage: use "
-                          f"--application=super_resolve")
+    return method, mesh, opts, requested
+
+
+def _labels(method: Any, opts: SampleOptions) -> jax.Array | None:
+    """--label for every sample, else a cycle through the classes; None without classes."""
+    if not method.num_classes:
+        return None
+    labels = label_flag(opts.label, method.num_classes, opts.num_samples)
+    if labels is None:
+        labels = jnp.arange(opts.num_samples, dtype=jnp.int32) % method.num_classes
+    return labels
+
+
+def _write(videos: np.ndarray, workdir: str, opts: SampleOptions, step: int, method: Any,
+           requested: int, nfe: int, extra: dict[str, Any]) -> str:
+    directory = output_dir(workdir, opts, step, method.num_classes)
+    info = {"step": step, "params": "ema", **dataclasses.asdict(opts), "num_samples": requested,
+            "frames": int(videos.shape[1]), "nfe_per_window": nfe, **extra}
+    outputs.write_videos(videos, directory, fps=opts.fps, info=info)
+    logging.info("wrote %d %s videos of %d frames to %s", videos.shape[0], opts.application,
+                 videos.shape[1], directory)
+    return directory
+
+
+def sample_windows(config: Any, workdir: str, opts: SampleOptions) -> str:
+    """VDM's applications: unconditional, extend, interpolate, and super_resolve by
+    reconstruction guidance with an unconditional model (module docstring)."""
+    method, mesh, opts, requested = _setup(config, opts)
+    d = config.data
     x = None
     if opts.input_video:  # a bad file fails here, before restoring and compiling
-        factor = getattr(method, "factor", opts.sr_factor)
-        in_size = d.resolution // factor if opts.application == "super_resolve" \
-            else d.resolution
-        x = load_input_video(opts.input_video, channels=method.channels, size=in_size,
-                             min_frames=d.num_frames if opts.application == "super_resolve"
-                             else 1)
+        sr = opts.application == "super_resolve"
+        x = load_input_video(opts.input_video, channels=method.channels,
+                             size=d.resolution // opts.sr_factor if sr else d.resolution,
+                             min_frames=d.num_frames if sr else 1)
     params, step = restore_ema_params(config, workdir, method, mesh)
-    labels = None
-    if method.num_classes:
-        labels = label_flag(opts.label, method.num_classes, opts.num_samples)
-        if labels is None:  # cycle through the classes
-            labels = jnp.arange(opts.num_samples, dtype=jnp.int32) % method.num_classes
+    labels = _labels(method, opts)
     rng = jax.random.key(opts.seed)
     with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules_from_config(
             config.sharding.logical_axis_rules)):
@@ -383,7 +373,6 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
         start = None if x is None else jnp.broadcast_to(jnp.asarray(x)[None],
                                                         (opts.num_samples, *x.shape))
         rng, sub = jax.random.split(rng)
-        extra: dict[str, Any] = {}
         if opts.application == "unconditional":
             videos = ws.free(sub)
         elif opts.application == "extend":
@@ -396,8 +385,6 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
             base = ws.free(sub) if start is None else start
             rng, sub = jax.random.split(rng)
             videos = interpolate(ws, sub, base)
-        elif getattr(method, "upsample", None) is not None:  # a cascaded SR model
-            videos, extra = _cascade_super_resolve(method, params, sub, opts, labels, start)
         else:  # super_resolve by reconstruction guidance with an unconditional model
             if d.resolution % opts.sr_factor:
                 raise ConfigError(f"--sr_factor={opts.sr_factor} must divide {d.resolution}")
@@ -407,13 +394,30 @@ def run_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
             videos = ws.super_resolve(sub, low, opts.sr_factor)
         videos = np.asarray(jax.device_get(videos))[:requested]
         ws.bar.close()
-    directory = output_dir(workdir, opts, step, method.num_classes)
-    info = {"step": step, "params": "ema", **dataclasses.asdict(opts), "num_samples": requested,
-            "frames": int(videos.shape[1]), "nfe_per_window": ws.nfe, **extra}
-    outputs.write_videos(videos, directory, fps=opts.fps, info=info)
-    logging.info("wrote %d %s videos of %d frames to %s", videos.shape[0], opts.application,
-                 videos.shape[1], directory)
-    return directory
+    return _write(videos, workdir, opts, step, method, requested, ws.nfe, {})
+
+
+def cascade_super_resolve(config: Any, workdir: str, opts: SampleOptions) -> str:
+    """VDMSuperRes's application: its own low-resolution input (--input_video, else the
+    held-out split, scored by PSNR) upsampled by the cascaded stage."""
+    method, mesh, opts, requested = _setup(config, opts)
+    d = config.data
+    x = None
+    if opts.input_video:  # a bad file fails here, before restoring and compiling
+        x = load_input_video(opts.input_video, channels=method.channels,
+                             size=d.resolution // method.factor, min_frames=d.num_frames)
+    params, step = restore_ema_params(config, workdir, method, mesh)
+    labels = _labels(method, opts)
+    rng = jax.random.key(opts.seed)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules_from_config(
+            config.sharding.logical_axis_rules)):
+        start = None if x is None else jnp.broadcast_to(jnp.asarray(x)[None],
+                                                        (opts.num_samples, *x.shape))
+        rng, sub = jax.random.split(rng)
+        videos, extra = _cascade_super_resolve(method, params, sub, opts, labels, start)
+        videos = np.asarray(jax.device_get(videos))[:requested]
+    nfe = samplers.num_function_evals(opts.sampler, opts.num_steps, **opts.sampler_kwargs)
+    return _write(videos, workdir, opts, step, method, requested, nfe, extra)
 
 
 def label_flag(label: int, num_classes: int, num: int) -> jax.Array | None:
@@ -430,12 +434,6 @@ def label_flag(label: int, num_classes: int, num: int) -> jax.Array | None:
 def run_pvdm_sampling(config: Any, workdir: str, opts: SampleOptions) -> str:
     """PVDM latent model: `unconditional` = data.num_frames frames, `extend` = a long video
     of --num_frames (default 8 clips), clip by clip (`PVDMLatentStage.generate_long_video`)."""
-    if config.method == "pvdm_ae":
-        raise ConfigError("the PVDM autoencoder stage generates nothing: sample from a "
-                          "pvdm_ldm run, or use --mode=eval for reconstruction PSNR/LPIPS")
-    if opts.application not in ("unconditional", "extend"):
-        raise ConfigError(f"--application={opts.application}: PVDM has 'unconditional' "
-                          "and 'extend' (long videos)")
     method = get_method(config)
     mesh = sharding.make_mesh(config.mesh.shape)
     requested = opts.num_samples

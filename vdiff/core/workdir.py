@@ -14,8 +14,9 @@ given --config is handled by the rule of its longest prefix in `KEY_RULES`:
             sinfusion.*, pvdm.*, dreampose.* (shape the       (exit 2): the checkpoint's
             parameters or the data the model was fit to)      parameters would not fit it
     given   sample.*, evals.*, apps.*, mesh.*, sharding.*,    wins: it only changes how
-            seed; model.dtype / *attention_impl / remat;      samples and evaluations are
-            data.data_dir / read_threads / worker_count;      computed or where data is read
+            seed; model.dtype / *attention_impl / remat /     samples and evaluations are
+            fused_norm;                                       computed or where data is read
+            data.data_dir / read_threads / worker_count;
             the sinfusion/pvdm/dreampose sampling keys;
             pvdm.autoencoder_workdir (a path, checked by PVDM)
     run     everything else: train.*, training-only loss,     is ignored: the run's value is
@@ -56,6 +57,7 @@ KEY_RULES: dict[str, str] = {
     # numerics and placement, not shapes: a run trained on a GPU samples on a CPU
     "model.dtype": "given", "model.remat": "given", "model.attention_impl": "given",
     "model.spatial_attention_impl": "given", "model.temporal_attention_impl": "given",
+    "model.fused_norm": "given",
     # where and how the data is read, not what it is
     "data.data_dir": "given", "data.read_threads": "given", "data.worker_count": "given",
     "data.build_if_missing": "given",
@@ -292,6 +294,24 @@ def read_config(workdir: str) -> ml_collections.ConfigDict | None:
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path} is unreadable ({type(e).__name__}: {e}); restore it or "
                           f"delete it to use --config as given") from None
+
+
+def config_of_run(workdir: str) -> ml_collections.ConfigDict:
+    """The run's config.json as the config itself (`--mode=sample/eval` without --config):
+    JSON lists back to the tuples config files use, locked like a loaded config file."""
+    config = read_config(workdir)
+    if config is None:
+        raise ConfigError(f"{config_path(workdir)} does not exist: pass the run's --config "
+                          "(a SinFusion workdir keeps one config per role, so it needs --config)")
+
+    def tuples(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: tuples(v) for k, v in x.items()}
+        return tuple(tuples(v) for v in x) if isinstance(x, list) else x
+
+    out = ml_collections.ConfigDict(tuples(config.to_dict()))
+    out.lock()
+    return out
 
 
 def key_rule(key: str) -> str:

@@ -24,6 +24,7 @@ from vdiff.diffusion.samplers import (
     ancestral_posterior,
     ancestral_sample,
     ancestral_step,
+    ddim_from,
     ddim_sample,
     ddim_step,
     dpm_solver_pp_2m_sample,
@@ -34,6 +35,7 @@ from vdiff.diffusion.samplers import (
     pc_sample,
     sample,
     sampler_names,
+    truncated_sample,
 )
 from vdiff.diffusion.schedules import (
     alpha_sigma,
@@ -71,6 +73,7 @@ __all__ = [
     "bcast_right",
     "classifier_free_eps",
     "cosine_betas",
+    "ddim_from",
     "ddim_sample",
     "ddim_step",
     "ddpm_logsnr_table",
@@ -106,6 +109,7 @@ __all__ = [
     "sampler_names",
     "schedule_names",
     "target",
+    "truncated_sample",
     "v_from",
     "video_frame_mask",
     "x0_from_eps",

@@ -7,7 +7,8 @@ statistics of real data) and then called with the EMA params:
     results = run_evaluators(evaluators, params, rng)      # {'fvd': 123.4, ...}
 
 The trainer calls them every `train.eval_every` steps and at the last step;
-`--mode=eval` calls them on a finished run (vdiff/eval/run_eval.py). Registry:
+`--mode=eval` calls them on a finished run (vdiff/eval/run_eval.py). A method names the
+evaluators that apply to it in its `evaluators` attribute (vdiff/methods/base.py). Registry:
 
     fvd                   FVD (Kinetics-400 I3D logits) of N sampled clips vs N clips of
                           the held-out split; clips shorter than 16 frames are stretched to
@@ -99,8 +100,7 @@ class _SampledClips:
         """The classes of every clip `__call__` draws for `n` (whole batches, so possibly
         more than n): the method's `sample_labels`, cycling over all clips; None when the
         method has none."""
-        got = getattr(self.method, "sample_labels", lambda k: None)(
-            math.ceil(n / self.batch) * self.batch)
+        got = self.method.sample_labels(math.ceil(n / self.batch) * self.batch)
         return None if got is None else np.asarray(got)
 
     def __call__(self, params: Any, rng: jax.Array, n: int) -> np.ndarray:
@@ -351,7 +351,7 @@ class SinFusionNextFrameEvaluator:
     def pairs(self, k: int, split: str = "test") -> tuple[np.ndarray, bool]:
         """Target frame indices j of `split` ('test' | 'val'; evenly spread, ≤ max_pairs)
         and whether they are in-sample."""
-        first = getattr(self.method, "context", 1) * k  # every context frame exists
+        first = self.method.context * k  # every context frame exists
         held_out = np.arange(max(self.num_train, first), len(self.frames))
         in_sample = len(held_out) == 0
         targets = np.arange(first, len(self.frames)) if in_sample else held_out
@@ -415,7 +415,7 @@ class SinFusionNextFrameEvaluator:
         copy = image_metrics.psnr(prev, real, data_range=2.0)  # the baseline predicts prev
         # the Predictor's clean frames: n = target − k, then n − k, … (context_frames > 1)
         cond = jnp.concatenate([jnp.asarray(self.frames[targets - (j + 1) * k])
-                                for j in range(getattr(self.method, "context", 1))], axis=-1)
+                                for j in range(self.method.context)], axis=-1)
         out = {f"copy_last_frame_psnr_k{k}": float(jnp.mean(copy)),
                f"next_frame_pairs_k{k}": float(len(targets))}
         rng_k = jax.random.fold_in(rng, k)
@@ -534,9 +534,6 @@ EVALUATORS: dict[str, Any] = {
     "heldout_loss": HeldOutLossEvaluator,
     "nearest_train": NearestTrainEvaluator,
 }
-APPLIES_TO = {"fvd": ("vdm", "vdm_sr", "pvdm_ldm"), "sinfusion_next_frame": ("sinfusion",),
-              "pvdm_reconstruction": ("pvdm_ae",), "digit_score": ("vdm", "pvdm_ldm"),
-              "heldout_loss": ("vdm", "pvdm_ldm"), "nearest_train": ("vdm", "pvdm_ldm")}
 
 
 def check_names(config: Any) -> None:
@@ -548,15 +545,15 @@ def check_names(config: Any) -> None:
 
 
 def build_evaluators(config: Any, method: Any, mesh: Any) -> list[tuple[str, Any]]:
-    """Instantiates `config.evals` entries that apply to this method (others are logged)."""
+    """Instantiates the `config.evals` entries that apply to this method (named in its
+    `evaluators`; others are logged and skipped). Every entry's settings are checked."""
     check_names(config)
     out = []
     for name, given in config.evals.items():
-        if config.method not in APPLIES_TO[name] or (
-                name == "sinfusion_next_frame" and getattr(method, "role", "") != "predictor"):
+        settings = settings_for(name, EVALUATORS[name].DEFAULTS, given)
+        if name not in method.evaluators:
             logging.info("evaluator %s does not apply to this run; skipped", name)
             continue
-        settings = settings_for(name, EVALUATORS[name].DEFAULTS, given)
         out.append((name, EVALUATORS[name](config, method, mesh, settings)))
     return out
 

@@ -260,21 +260,12 @@ def start_index(level: float, num_steps: int) -> int:
 def _ddim_from(eps_fn, params, z, cond, grid, k0):
     """Deterministic DDIM z_{t_k0} → x̂0 on ``grid`` (k0 ≥ 1, traced)."""
 
-    def x0_of(z, k):
-        lam = jnp.broadcast_to(grid[k], z.shape[:1])
+    def x0_of(z, lam):
         eps = eps_fn(params, z, lam, cond)
         return targets.x0_from_eps(z=z, eps=eps.astype(z.dtype), logsnr=lam)
 
-    def body(i, z):
-        k = k0 - i
-        x0 = x0_of(z, k)
-        lam_t = jnp.broadcast_to(grid[k], z.shape[:1])
-        lam_s = jnp.broadcast_to(grid[k - 1], z.shape[:1])
-        return samplers.ddim_step(rng=jax.random.key(0), z_t=z, x0_hat=x0, logsnr_t=lam_t,
-                                  logsnr_s=lam_s, eta=0.0)
-
-    z = jax.lax.fori_loop(0, k0 - 1, body, z)
-    return x0_of(z, jnp.asarray(1, jnp.int32))
+    return samplers.ddim_from(denoise_fn=x0_of, z=z, logsnr_at=lambda k: grid[k],
+                              num_steps=k0, eta=0.0)
 
 
 def ddim_denoise(denoiser: Denoiser, z: Array, cond: Mapping[str, Array], *, k0: int,

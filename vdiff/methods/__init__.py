@@ -1,16 +1,20 @@
-"""Method registry: config.method → class. Explicit, no import side effects."""
+"""Method registry: config.method → class. Explicit, no import side effects.
+
+Every class subclasses `vdiff.methods.base.Method`; class-level hooks (`runs`,
+`applications`, `workdir_evaluation`) work before a config names a concrete class (a
+SinFusion config with role 'all' trains three)."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from vdiff.errors import ConfigError
+from vdiff.methods.base import Method, resolve
 
 METHODS: dict[str, str] = {
     "vdm": "vdiff.methods.vdm:VDM",
     "vdm_sr": "vdiff.methods.vdm_sr:VDMSuperRes",
-    "sinfusion": "vdiff.methods.sinfusion:make_sinfusion",  # picks the class by sinfusion.role
+    "sinfusion": "vdiff.methods.sinfusion:SinFusionModel",  # `create` picks sinfusion.role
     "pvdm_ae": "vdiff.methods.pvdm:PVDMAutoencoderStage",
     "pvdm_ldm": "vdiff.methods.pvdm:PVDMLatentStage",
     "dreampose": "vdiff.methods.dreampose:DreamPose",
@@ -18,20 +22,19 @@ METHODS: dict[str, str] = {
 }
 
 
-def get_method(config: Any):
-    """Instantiates the method named by `config.method`."""
+def method_class(config: Any) -> type[Method]:
+    """The class registered for `config.method`."""
     name = config.method
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r}; known methods: {sorted(METHODS)}")
-    module, cls = METHODS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(config)
+    return resolve(METHODS[name])
+
+
+def get_method(config: Any) -> Method:
+    """Instantiates the method named by `config.method`."""
+    return method_class(config).create(config)
 
 
 def training_runs(config: Any, workdir: str) -> list[tuple[Any, str]]:
-    """The (config, workdir) runs one `--mode=train` performs: one, except for SinFusion,
-    which trains each of its models into WORKDIR/<role>."""
-    if config.method == "sinfusion":
-        from vdiff.methods.sinfusion import training_runs as sinfusion_runs
-
-        return sinfusion_runs(config, workdir)
-    return [(config, workdir)]
+    """The (config, workdir) runs one `--mode=train` performs (`Method.runs`)."""
+    return method_class(config).runs(config, workdir)

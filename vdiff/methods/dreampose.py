@@ -46,6 +46,7 @@ from vdiff.data import pose as pose_lib
 from vdiff.data.sampled_batches import SampledBatches
 from vdiff.diffusion import samplers, targets
 from vdiff.errors import ConfigError
+from vdiff.methods.base import Method
 from vdiff.models import dreampose as dp
 from vdiff.train.state import make_optimizer
 
@@ -111,6 +112,17 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     return cfg
 
 
+def load_animation_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config of a DreamPose run that holds a diffusion model (a dataset, subject or
+    VAE-decoder run), read before any weights so bad inputs fail fast."""
+    config = load_run_config(workdir)
+    if config.method not in ("dreampose", "dreampose_vae") or (
+            config.dreampose.stage == "vae_pretrain"):
+        raise ConfigError(f"{workdir} is a {config.method}/{config.dreampose.stage} run "
+                          "without a diffusion model; pass the subject or VAE-decoder run")
+    return config
+
+
 def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
     """(config, params as numpy) of a finished DreamPose run: the EMA params when the run
     kept an EMA (train.ema_decay > 0), else the raw params."""
@@ -173,9 +185,15 @@ def _masked_optimizer(train_config: Any, trainable):
 # ---------------------------------------------------------------------- diffusion stages
 
 
-class DreamPose:
-    host_sample = True  # `sample` loops over frames on the host; the trainer does not jit it
+_ANIMATE_HINT = "DreamPose animates a photo with python -m vdiff.dreampose_cli"
+
+
+class DreamPose(Method):
     """`dreampose`: the dataset and subject finetuning stages."""
+
+    host_sample = True  # `sample` loops over frames on the host; the trainer does not jit it
+    applications: dict[str, str] = {}
+    application_hint = _ANIMATE_HINT
 
     def __init__(self, config: Any):
         self.config = config
@@ -275,9 +293,12 @@ class DreamPose:
 # ---------------------------------------------------------------------- VAE stages
 
 
-class DreamPoseVAE:
-    host_sample = True
+class DreamPoseVAE(Method):
     """`dreampose_vae`: decoder finetuning on subject photos, or the tiny VAE pretraining."""
+
+    host_sample = True  # `sample` reads a host batch of photos
+    applications: dict[str, str] = {}
+    application_hint = _ANIMATE_HINT
 
     def __init__(self, config: Any):
         self.config = config

@@ -54,14 +54,17 @@ import numpy as np
 import optax
 
 from vdiff import config_lib, errors, runtime
+from vdiff.core.checkpoints import restore_ema_params
 from vdiff.diffusion import guidance, losses, samplers, schedules, targets
 from vdiff.errors import ConfigError
+from vdiff.methods.base import Method
 from vdiff.methods.vdm import to_unit_range
 from vdiff.models import triplane
 from vdiff.models.pvdm_autoencoder import PVDMAutoencoder
 from vdiff.models.pvdm_discriminators import (PatchDiscriminator2D, PatchDiscriminator3D,
                                               hinge_d_loss, hinge_g_loss)
 from vdiff.models.pvdm_unet import TriplaneUNet
+from vdiff.train import sharding
 from vdiff.train.state import make_optimizer
 
 STAGES = ("pvdm_ae", "pvdm_ldm")
@@ -183,8 +186,13 @@ def _check_data(config: Any, frames: int) -> None:
 # stage 1: the projected autoencoder
 
 
-class PVDMAutoencoderStage:
+class PVDMAutoencoderStage(Method):
     """`pvdm_ae`: reconstruction (L1 + LPIPS) and an optional adversarial stage."""
+
+    applications: dict[str, str] = {}
+    application_hint = ("the PVDM autoencoder stage generates nothing: sample from a pvdm_ldm "
+                        "run, or use --mode=eval for reconstruction PSNR/LPIPS")
+    evaluators = ("pvdm_reconstruction",)
 
     def __init__(self, config: Any):
         self.config = config
@@ -376,9 +384,6 @@ def load_autoencoder_params(ae_config: Any, workdir: str) -> Any:
         from flax import serialization
         with open(exported, "rb") as f:
             return serialization.msgpack_restore(f.read())["params"]
-    from vdiff.sampling import restore_ema_params
-    from vdiff.train import sharding
-
     params, _ = restore_ema_params(ae_config, workdir, PVDMAutoencoderStage(ae_config),
                                    sharding.make_mesh((1, -1, 1)))
     return jax.tree.map(np.asarray, jax.device_get(params["autoencoder"]))
@@ -401,8 +406,12 @@ def export_autoencoder(workdir: str, out_dir: str) -> str:
     return path
 
 
-class PVDMLatentStage:
+class PVDMLatentStage(Method):
     """`pvdm_ldm`: ε/v diffusion on frozen-autoencoder triplanes, clip-conditional."""
+
+    applications = {"unconditional": "vdiff.sampling:run_pvdm_sampling",  # one clip's frames
+                    "extend": "vdiff.sampling:run_pvdm_sampling"}  # long videos, clip by clip
+    evaluators = ("fvd", "digit_score", "heldout_loss", "nearest_train")
 
     def __init__(self, config: Any, *, autoencoder: tuple[Any, Any] | None = None):
         """`autoencoder` = (pvdm_ae config, its autoencoder params) bypasses

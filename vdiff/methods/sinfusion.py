@@ -25,6 +25,7 @@ used for training and for every sampler and application (`vdiff.methods.sinfusio
 
 from __future__ import annotations
 
+import abc
 import os
 from typing import Any, ClassVar, NamedTuple
 
@@ -37,11 +38,14 @@ from vdiff import config_lib, runtime
 from vdiff.diffusion import losses, schedules, targets
 from vdiff.errors import ConfigError
 from vdiff.methods import sinfusion_apps as apps
+from vdiff.methods.base import Method
 from vdiff.methods.vdm import to_unit_range  # shared pixel convention
 from vdiff.models.nextnet import NextNet
 
 ROLE_PARAMETERIZATION = {"image": "x0", "projector": "x0", "predictor": "eps",
                          "interpolator": "x0"}
+# Whole-workdir entry points (one run per role): vdiff/methods/sinfusion_sampling.py
+_APPLICATION = "vdiff.methods.sinfusion_sampling:run_sinfusion_sampling"
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,13 +266,32 @@ def synthetic_frames(num: int, num_frames: int, height: int, width: int,
 # methods
 
 
-class SinFusionModel:
-    """Shared machinery of the four roles; subclasses set the role and `training_inputs`."""
+class SinFusionModel(Method):
+    """Shared machinery of the four roles; subclasses set the role and `training_inputs`.
+
+    The registered class of method 'sinfusion': `create` picks the role class, `runs` trains
+    one run per role (WORKDIR/<role>), and the applications and `--mode=eval` take the whole
+    workdir, restoring the roles they need."""
 
     role: ClassVar[str] = ""
     min_frames: ClassVar[int] = 1
     uses_frame_diff: ClassVar[bool] = False
     num_classes: int = 0  # for shared helpers that read it (no class conditioning)
+    applications = {name: _APPLICATION
+                    for name in ("images", "edit", "video", "extrapolate", "upsample")}
+    workdir_evaluation = "vdiff.eval.run_eval:evaluate_sinfusion"
+
+    @classmethod
+    def create(cls, config: Any) -> SinFusionModel:
+        """The role class named by `config.sinfusion.role`, built from `config`."""
+        role = config.sinfusion.role
+        if role not in ROLES:
+            raise ConfigError(f"unknown sinfusion.role {role!r}; known: {sorted(ROLES)}")
+        return ROLES[role](config)
+
+    @classmethod
+    def runs(cls, config: Any, workdir: str) -> list[tuple[Any, str]]:
+        return training_runs(config, workdir)
 
     def __init__(self, config: Any):
         self.config = config
@@ -318,10 +341,10 @@ class SinFusionModel:
                 "label": np.zeros((batch_size,), np.int32)}
 
     # -- network ------------------------------------------------------------
+    @abc.abstractmethod
     def training_inputs(self, video: jax.Array, rng: jax.Array,
                         step: jax.Array | int | None) -> RoleInputs:
         """Role-specific (x0, cond, k) from a float video batch [B, T, h, w, C]."""
-        raise NotImplementedError
 
     def apply(self, params: Any, z: jax.Array, logsnr: jax.Array, *,
               cond: jax.Array | None = None, frame_diff: jax.Array | None = None) -> jax.Array:
@@ -393,6 +416,7 @@ class SinFusionModel:
         """Full training-frame size (H, W): the default output size."""
         return frame_shape(self.config.data)
 
+    @abc.abstractmethod
     def sample(self, params: Any, rng: jax.Array, *, num_samples: int,
                num_steps: int | None = None, guidance_scale: float = 0.0,
                gamma: float = 0.3, video: jax.Array | None = None) -> jax.Array:
@@ -401,7 +425,6 @@ class SinFusionModel:
         `guidance_scale` and `gamma` are accepted for the trainer's call and ignored (no
         class conditioning; sampling is DDIM with `sinfusion.eta`).
         """
-        raise NotImplementedError
 
 
 class SinFusionImage(SinFusionModel):
@@ -435,6 +458,7 @@ class SinFusionPredictor(SinFusionModel):
     role = "predictor"
     min_frames = 2
     uses_frame_diff = True
+    evaluators = ("sinfusion_next_frame",)
 
     def frame_pair(self, rng: jax.Array, step: Any, batch_size: int) -> tuple[jax.Array, jax.Array]:
         """(n, k), each int32 [B], one independent draw per example."""
@@ -506,10 +530,7 @@ ROLES: dict[str, type[SinFusionModel]] = {
 
 def make_sinfusion(config: Any) -> SinFusionModel:
     """The role class named by `config.sinfusion.role`, built from `config`."""
-    role = config.sinfusion.role
-    if role not in ROLES:
-        raise ConfigError(f"unknown sinfusion.role {role!r}; known: {sorted(ROLES)}")
-    return ROLES[role](config)
+    return SinFusionModel.create(config)
 
 
 def role_config(config: Any, role: str) -> Any:

@@ -1,15 +1,15 @@
 r"""SinFusion applications: pure, jittable functions of params and method objects.
 
 Method objects are the role classes of `vdiff.methods.sinfusion` (or anything with
-`denoiser(params, cond=, frame_diff=)`, `schedule`, `num_sample_steps`, `eta` and
-`correction_level`); close over them (and over the static arguments named below) under
-`jax.jit`. All sampling uses the model's own schedule and the shared DDIM step
-(`vdiff.diffusion.samplers`) with η = `method.eta` unless overridden: η = 1 is ancestral
-sampling with the posterior variance, η = 0 the deterministic ODE sampler. Frames are
-float [H, W, C] in [−1, 1].
+`denoiser(params, cond=, frame_diff=)`, `schedule`, `num_sample_steps`, `eta`,
+`correction_level` and, for a Predictor, `context`); close over them (and over the static
+arguments named below) under `jax.jit`. All sampling uses the model's own schedule and the
+shared DDIM step (`vdiff.diffusion.samplers`) with η = `method.eta` unless overridden: η = 1
+is ancestral sampling with the posterior variance, η = 0 the deterministic ODE sampler.
+Frames are float [H, W, C] in [−1, 1].
 
 Truncated diffusion (editing, Projector correction) starts from a given image x at a level
-t₀ ∈ (0, 1] instead of pure noise:
+t₀ ∈ (0, 1] instead of pure noise (`samplers.truncated_sample`, x̂0 clipped):
 
     z_{t₀} = α(t₀) x + σ(t₀) ε,   then DDIM on the grid t_j = t₀ j / M, j = M … 1,
     M = max(1, ⌈N t₀⌉)  (the step size of full N-step sampling),  output x̂0(z_{t₁}).
@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 
 from vdiff.diffusion import samplers
-from vdiff.diffusion.targets import q_sample
 
 Array = jax.Array
 
@@ -76,36 +75,6 @@ def t_from_logsnr(schedule: Any, logsnr: Array | float, *, iters: int = 40) -> A
     return 0.5 * (lo + hi)
 
 
-def truncated_sample(*, denoise_fn: Any, rng: Array, x: Array, t_start: Array | float,
-                     logsnr_schedule: Any, num_steps: int, eta: float,
-                     clip_x0: bool = True) -> Array:
-    """Noise x to t₀ and denoise from there (module docstring); t₀ = 0 returns x."""
-    t0 = jnp.clip(jnp.asarray(t_start, jnp.float32), 0.0, 1.0)
-    m = jnp.maximum(1, jnp.ceil(num_steps * t0)).astype(jnp.int32)
-    mf = m.astype(jnp.float32)
-    b = x.shape[0]
-    noise_rng, loop_rng = jax.random.split(rng)
-
-    def denoise(z, logsnr):
-        x0 = denoise_fn(z, jnp.full((b,), logsnr, jnp.float32))
-        return jnp.clip(x0, -1.0, 1.0) if clip_x0 else x0
-
-    def body(i, z):
-        with jax.named_scope("truncated_ddim_step"):
-            logsnr_t = logsnr_schedule(t0 * (mf - i) / mf)
-            logsnr_s = logsnr_schedule(t0 * (mf - i - 1) / mf)
-            return samplers.ddim_step(rng=jax.random.fold_in(loop_rng, i), z_t=z,
-                                      x0_hat=denoise(z, logsnr_t), logsnr_t=logsnr_t,
-                                      logsnr_s=logsnr_s, eta=eta)
-
-    with jax.named_scope("truncated_sample"):
-        eps = jax.random.normal(noise_rng, x.shape, jnp.float32)
-        z = q_sample(x0=x.astype(jnp.float32), eps=eps, logsnr=jnp.full((b,), logsnr_schedule(t0)))
-        z = jax.lax.fori_loop(0, m - 1, body, z)
-        out = denoise(z, logsnr_schedule(t0 / mf))
-    return jnp.where(t0 > 0, out, x).astype(x.dtype)
-
-
 def project(projector: Any, params: Any, rng: Array, frames: Array,
             level: Array | float | None, *, num_steps: int | None = None,
             eta: float | None = None) -> Array:
@@ -118,9 +87,9 @@ def project(projector: Any, params: Any, rng: Array, frames: Array,
         return frames
     n, eta = _steps_eta(projector, num_steps, eta)
     with jax.named_scope("projector_correction"):
-        return truncated_sample(denoise_fn=projector.denoiser(params), rng=rng, x=frames,
-                                t_start=level, logsnr_schedule=projector.schedule,
-                                num_steps=n, eta=eta)
+        return samplers.truncated_sample(
+            denoise_fn=projector.denoiser(params), rng=rng, x=frames, t_start=level,
+            logsnr_schedule=projector.schedule, num_steps=n, eta=eta, clip_x0=True)
 
 
 def generate_images(image_method: Any, params: Any, rng: Array, num: int, height: int,
@@ -144,9 +113,9 @@ def edit_image(image_method: Any, params: Any, rng: Array, image: Array,
     with jax.named_scope("edit_image"):
         t0 = (t_from_logsnr(image_method.schedule, noise_level) if level == "logsnr"
               else noise_level)
-        out = truncated_sample(denoise_fn=image_method.denoiser(params), rng=rng, x=x,
-                               t_start=t0, logsnr_schedule=image_method.schedule,
-                               num_steps=n, eta=eta)
+        out = samplers.truncated_sample(
+            denoise_fn=image_method.denoiser(params), rng=rng, x=x, t_start=t0,
+            logsnr_schedule=image_method.schedule, num_steps=n, eta=eta, clip_x0=True)
     return out[0] if single else out
 
 
@@ -163,7 +132,7 @@ def generate_video(predictor: Any, projector: Any, params_pred: Any, params_proj
     first; without it the first frame is repeated (no motion known yet)."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be ≥ 1, got {num_frames}")
-    context = getattr(predictor, "context", 1)
+    context = predictor.context
     first = jnp.asarray(first_frame, jnp.float32)
     past = (jnp.repeat(first[None], context - 1, axis=0) if history is None
             else jnp.asarray(history, jnp.float32))

@@ -17,7 +17,11 @@ import numpy as np
 from vdiff import runtime
 from vdiff.diffusion import guidance, losses, samplers, schedules, targets
 from vdiff.errors import ConfigError
+from vdiff.methods.base import Method
 from vdiff.models.unet3d import REMAT_POLICIES, UNet3D
+
+_WINDOWS = "vdiff.sampling:sample_windows"  # pixel-space window applications
+
 
 def to_unit_range(x: jax.Array) -> jax.Array:
     """uint8 pixels → float32 in [−1, 1]."""
@@ -25,7 +29,7 @@ def to_unit_range(x: jax.Array) -> jax.Array:
 
 
 def build_unet(model_config: Any, *, out_channels: int) -> UNet3D:
-    """UNet3D from `config.model`; 'auto' dtype and attention resolve per backend
+    """UNet3D from `config.model`; 'auto' dtype, attention and fused_norm resolve per backend
     (`vdiff.runtime`)."""
     remat = model_config.get("remat", "none")
     if remat not in REMAT_POLICIES:
@@ -46,6 +50,7 @@ def build_unet(model_config: Any, *, out_channels: int) -> UNet3D:
                                                        long_sequences=False),
         dtype=runtime.compute_dtype(model_config.dtype),
         remat=remat,
+        fused_norm=runtime.fused_norm(model_config.get("fused_norm", "off")),
     )
 
 
@@ -78,8 +83,12 @@ def drop_labels(rng: jax.Array, frame_labels: jax.Array, is_image: jax.Array,
     return jnp.where(drop, null_class, frame_labels)
 
 
-class VDM:
+class VDM(Method):
     """Video Diffusion Model: `init`, `loss`, `denoiser`, `sample`."""
+
+    applications = {"unconditional": _WINDOWS, "extend": _WINDOWS, "interpolate": _WINDOWS,
+                    "super_resolve": _WINDOWS}  # super_resolve: by reconstruction guidance
+    evaluators = ("fvd", "digit_score", "heldout_loss", "nearest_train")
 
     def __init__(self, config: Any):
         self.config = config

@@ -29,6 +29,10 @@ def upsample_nearest(low: jax.Array, factor: int) -> jax.Array:
 class VDMSuperRes(VDM):
     """VDM conditioned on a `factor`× downsampled copy of its own frames."""
 
+    applications = {"super_resolve": "vdiff.sampling:cascade_super_resolve"}
+    application_hint = "vdm_sr is a super-resolution stage: use --application=super_resolve"
+    evaluators = ("fvd",)
+
     def __init__(self, config: Any):
         super().__init__(config)
         self.factor = int(config.sr.factor)

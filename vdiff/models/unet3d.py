@@ -85,6 +85,9 @@ class UNet3D(nn.Module):
     temporal_attention_impl: str | None = None
     dtype: Any = jnp.float32
     remat: str = "none"  # 'none' | 'dots' | 'full' (module docstring)
+    # GroupNorm → (FiLM) → SiLU as one Pallas kernel: 'off' | 'on' | 'interpret'
+    # (vdiff.runtime.fused_norm; same parameters either way)
+    fused_norm: str = "off"
 
     def _space_time_attention(self, spatial: bool, temporal: bool, name: str) -> nn.Module:
         return remat_block(SpaceTimeAttention, self.remat)(
@@ -94,7 +97,7 @@ class UNet3D(nn.Module):
     def _res_block(self, features: int, name: str) -> nn.Module:
         # train (argument 3, counting self) is a Python bool: static under remat
         return remat_block(ResBlock, self.remat, static_argnums=(3,))(
-            features, self.dropout, self.dtype, name=name)
+            features, self.dropout, self.dtype, self.fused_norm, name=name)
 
     @nn.compact
     def __call__(self, z, logsnr, *, labels=None, frame_is_image=None, cond=None,
@@ -162,6 +165,6 @@ class UNet3D(nn.Module):
                     size *= 2
         assert not skips, "every skip connection must be consumed"
 
-        h = nn.swish(FrameGroupNorm(self.dtype)(h))
+        h = FrameGroupNorm(self.dtype, self.fused_norm)(h, silu=True)
         out = SpatialConv(self.out_channels, zero_init=True, dtype=self.dtype, name="conv_out")(h)
         return out.astype(jnp.float32)

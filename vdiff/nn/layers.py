@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vdiff.nn import fused_norm
 from vdiff.nn import partitioning as P
 
 zeros_init = nn.initializers.zeros
@@ -63,17 +64,51 @@ class ChannelsLastGroupNorm(nn.Module):
         return (xf - mean[..., None, None, :]) * (inv * scale)[..., None, None, :] + bias
 
 
-class FrameGroupNorm(nn.Module):
-    """GroupNorm with statistics per frame (never across frames); float32 statistics."""
+class FusedGroupNormFiLMSiLU(nn.Module):
+    """silu(FiLM(GroupNorm(x))) through `fused_norm.fused`: the parameters ('scale', 'bias')
+    of `ChannelsLastGroupNorm`, so a checkpoint loads with the fused path on or off."""
 
+    num_groups: int
+    impl: str  # 'on' | 'interpret' (fused_norm.IMPLS)
     dtype: Any = jnp.float32
+    epsilon: float = 1e-6
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, film: tuple[jnp.ndarray, jnp.ndarray] | None):
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,))
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        film_scale, film_shift = (None, None) if film is None else film
+        return fused_norm.fused(x, scale, bias, film_scale, film_shift, groups=self.num_groups,
+                                eps=self.epsilon, out_dtype=self.dtype, impl=self.impl)
+
+
+class FrameGroupNorm(nn.Module):
+    """GroupNorm with statistics per frame (never across frames); float32 statistics.
+
+    `film=(scale, shift)` ([B, F, C] each) applies h·(1 + scale) + shift and `silu=True` a
+    SiLU after the norm, in `dtype`. With `fused` 'on' or 'interpret' (resolved by
+    `vdiff.runtime.fused_norm`) a norm followed by SiLU runs as one Pallas kernel
+    (`vdiff.nn.fused_norm`; it falls back to these same operations where it does not apply).
+    """
+
+    dtype: Any = jnp.float32
+    fused: str = "off"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, film: tuple[jnp.ndarray, jnp.ndarray] | None = None,
+                 *, silu: bool = False) -> jnp.ndarray:
         # [B, F, H, W, C]: reducing H and W per (b, f) keeps every frame separate. The name
         # keeps the parameter tree of the nn.GroupNorm this replaced (old checkpoints load).
-        norm = ChannelsLastGroupNorm(num_groups_for(x.shape[-1]), name="GroupNorm_0")
-        return norm(x).astype(self.dtype)
+        groups = num_groups_for(x.shape[-1])
+        if silu and self.fused != "off":
+            return FusedGroupNormFiLMSiLU(groups, self.fused, self.dtype, name="GroupNorm_0")(
+                x, film)
+        h = ChannelsLastGroupNorm(groups, name="GroupNorm_0")(x).astype(self.dtype)
+        if film is not None:
+            scale, shift = film
+            h = h * (1.0 + scale[..., None, None, :]) + shift[..., None, None, :]
+        return nn.swish(h) if silu else h
 
 
 class SpatialConv(nn.Module):
@@ -103,19 +138,18 @@ class ResBlock(nn.Module):
     features: int
     dropout: float = 0.0
     dtype: Any = jnp.float32
+    fused_norm: str = "off"  # FrameGroupNorm.fused: 'off' | 'on' | 'interpret'
 
     @nn.compact
     # `train` may be positional so that `nn.remat(ResBlock, static_argnums=(3,))` can mark it static.
     def __call__(self, x: jnp.ndarray, emb: jnp.ndarray, train: bool) -> jnp.ndarray:
-        h = nn.swish(FrameGroupNorm(self.dtype)(x))
+        h = FrameGroupNorm(self.dtype, self.fused_norm)(x, silu=True)
         h = SpatialConv(self.features, dtype=self.dtype)(h)
-        h = FrameGroupNorm(self.dtype)(h)
         film = nn.Dense(
             2 * self.features, dtype=self.dtype, name="film",
             kernel_init=P.partitioned(default_init, (P.EMBED, P.MLP)))(nn.swish(emb))
-        scale, shift = jnp.split(film[:, :, None, None, :], 2, axis=-1)
-        h = h * (1.0 + scale) + shift
-        h = nn.swish(h)
+        scale, shift = jnp.split(film, 2, axis=-1)  # [B, F, C] each
+        h = FrameGroupNorm(self.dtype, self.fused_norm)(h, (scale, shift), silu=True)
         h = nn.Dropout(self.dropout)(h, deterministic=not train)
         h = SpatialConv(self.features, zero_init=True, dtype=self.dtype)(h)
         if x.shape[-1] != self.features:

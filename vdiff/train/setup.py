@@ -42,8 +42,8 @@ def build_train_fns(config: Any, method: Any, mesh: Any) -> TrainFns:
     rules = sharding.rules_from_config(config.sharding.logical_axis_rules)
     # A method with several parameter groups (PVDM: autoencoder + discriminators, or a
     # frozen autoencoder) builds its own optax transform; the rest use `train`'s optimizer.
-    tx, schedule = (method.optimizer(config.train) if hasattr(method, "optimizer")
-                    else make_optimizer(config.train))
+    own = method.optimizer(config.train)
+    tx, schedule = make_optimizer(config.train) if own is None else own
     example = method.example_batch(1)
 
     def boxed_init(rng):
@@ -88,7 +88,7 @@ def init_state(fns: TrainFns, method: Any, rng: jax.Array) -> TrainState:
     its parameter groups (`method.initial_params()` → {group: host arrays}, e.g. pretrained
     Stable Diffusion parts or a previous stage's run); those replace the random init, and
     when they cover every group no random init is compiled at all."""
-    base = method.initial_params() if hasattr(method, "initial_params") else None
+    base = method.initial_params()
     groups = set(fns.abstract_state.params)
     if base is not None and set(base) == groups:
         zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), fns.abstract_state.params)

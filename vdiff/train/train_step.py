@@ -20,7 +20,9 @@ from vdiff.train.state import TrainState, ema_decay_at
 
 
 class Method(Protocol):
-    """What the train step needs from a method (vdm, sinfusion, pvdm, ...)."""
+    """What the train step needs from a method: its loss. The whole contract, which every
+    method class implements, is `vdiff.methods.base.Method`; train/ does not import it
+    (methods import train.state, so the dependency points one way)."""
 
     def loss(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array,
              *, train: bool, step: jax.Array | None = None

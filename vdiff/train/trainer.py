@@ -276,10 +276,9 @@ def make_data_iterator(config: Any, method: Any):
     """The run's host-local batches: the shared pipeline, or the method's own source for
     methods whose data is not a video dataset (DreamPose's photo/pose/frame triples, PVDM's
     cached latents)."""
-    own = getattr(method, "make_iterator", None)
-    it = own(config.train.batch_size // jax.process_count(),
-             int(config.seed) + jax.process_index()) if own else None
-    if it is not None:  # None: the method reads the shared pipeline after all
+    it = method.make_iterator(config.train.batch_size // jax.process_count(),
+                              int(config.seed) + jax.process_index())
+    if it is not None:  # None: the method reads the shared pipeline
         return it
     return pipeline.make_iterator(
         config.data, split="train", seed=config.seed, global_batch_size=config.train.batch_size,
@@ -307,7 +306,7 @@ def restore_data_state(data_iter: Any, saved: dict[str, Any], data_config: Any) 
 def make_sample_fn(method: Any, config: Any, mesh: Any):
     """Jitted sampler of the periodic samples, built once so each call reuses the compile."""
     s = config.sample
-    if getattr(method, "host_sample", False):  # loops on the host (DreamPose): not jitted
+    if method.host_sample:  # loops on the host (DreamPose): not jitted
         return lambda p, r: method.sample(p, r, num_samples=s.num_samples,
                                           num_steps=s.num_steps)
     # The model pins its batch to the data axes, so the sample count must divide evenly.

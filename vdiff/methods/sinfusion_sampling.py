@@ -23,22 +23,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vdiff.core import workdir as workdir_lib
 from vdiff import outputs, progress
+from vdiff.core import workdir as workdir_lib
+from vdiff.core.checkpoints import restore_ema_params
 from vdiff.data.single_video import load_frames
 from vdiff.errors import ConfigError
+from vdiff.methods import sinfusion_apps as apps
 from vdiff.methods.sinfusion import make_sinfusion, role_config
 from vdiff.train import sharding
 
-APPLICATIONS = ("images", "edit", "video", "extrapolate", "upsample")
+# application -> the roles it restores (the keys are SinFusionModel.applications)
 ROLES_NEEDED = {"images": ("image",), "edit": ("image",), "video": ("predictor", "projector"),
                 "extrapolate": ("predictor", "projector"),
                 "upsample": ("interpolator", "projector")}
 
 
 def _restore(config: Any, workdir: str, role: str, mesh: Any):
-    from vdiff.sampling import restore_ema_params
-
     cfg = workdir_lib.run_config(role_config(config, role), os.path.join(workdir, role))
     method = make_sinfusion(cfg)
     params, step = restore_ema_params(cfg, os.path.join(workdir, role), method, mesh)
@@ -54,11 +54,9 @@ def _real_frames(config: Any, opts: Any) -> np.ndarray:
 
 def run_sinfusion_sampling(config: Any, workdir: str, opts: Any) -> str:
     """Runs one application (opts from vdiff.sampling.SampleOptions) and writes its outputs."""
-    from vdiff.methods import sinfusion_apps as apps
-
     app = opts.application
-    if app not in APPLICATIONS:
-        raise ConfigError(f"SinFusion applications are {APPLICATIONS}; got {app!r}")
+    if app not in ROLES_NEEDED:
+        raise ConfigError(f"SinFusion applications are {sorted(ROLES_NEEDED)}; got {app!r}")
     mesh = sharding.make_mesh((1, -1, 1))  # one sample at a time, params replicated
     roles = ROLES_NEEDED[app]
     if app in ("images", "edit") and not os.path.isdir(os.path.join(workdir, "image")):
