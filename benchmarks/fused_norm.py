@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
-import importlib.util
 import json
 import os
 import subprocess
@@ -39,25 +38,11 @@ sys.path.insert(0, ROOT)
 from vdiff.methods.vdm import build_unet  # noqa: E402
 from vdiff.nn import fused_norm as fn  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vdm_train_step import load_config  # noqa: E402  (same config loading as the step benchmark)
+
 DEFAULT_OVERRIDES = ("model.base_channels=64,train.batch_size=32,data.num_frames=16,"
                      "data.num_images_per_video=0,data.resolution=64")
-
-
-def load_config(path: str, overrides: str):
-    spec = importlib.util.spec_from_file_location("bench_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(None)
-    for item in filter(None, overrides.split(",")):
-        key, value = item.split("=")
-        *parents, leaf = key.split(".")
-        node = config
-        for p in parents:
-            node = node[p]
-        old = node[leaf]
-        node[leaf] = (tuple(int(v) for v in value.split("/") if v) if isinstance(old, tuple)
-                      else type(old)(value))
-    return config
 
 
 def unet_norm_calls(config, dtype: str) -> dict[tuple, int]:

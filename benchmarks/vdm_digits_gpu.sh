@@ -9,7 +9,7 @@
 #           speed  trainer-logged steps/s of WORKDIR against the isolated train step
 #           samplers  FVD + digit accuracy per sampler and step count → WORKDIR/samplers.json
 #           prepare   builds the `large` digits (the memorisation check's fresh clips) in
-#                  the background, in a new process session (it outlives a device call)
+#                  the background, detached with setsid (it outlives a device call)
 #
 # e.g. `bash benchmarks/vdm_digits_gpu.sh workdirs/full32 full,res=32 train 500`.
 # Logs and results are copied to $OUT (the device tool's folder) when it is set.
