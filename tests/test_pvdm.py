@@ -30,7 +30,7 @@ import pytest
 from tests.helpers import REPO, load_config
 from vdiff.errors import ConfigError
 from vdiff.methods.pvdm import PVDMAutoencoderStage, PVDMLatentStage
-from vdiff.methods.vdm import to_unit_range
+from vdiff.core.pixels import to_unit_range
 from vdiff.models import triplane
 from vdiff.models.pvdm_discriminators import hinge_d_loss, hinge_g_loss
 from vdiff.train.sharding import strip_boxes

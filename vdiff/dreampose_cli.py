@@ -22,6 +22,7 @@ import numpy as np
 
 from vdiff import errors, progress
 from vdiff.errors import ConfigError
+from vdiff.core.pixels import to_unit_range
 
 
 def load_image(path: str, resolution: int, *, resize: bool) -> tuple[np.ndarray, tuple[int, int]]:
@@ -43,7 +44,7 @@ def load_image(path: str, resolution: int, *, resize: bool) -> tuple[np.ndarray,
             arr = np.asarray(im, np.float32)
     except OSError as e:
         raise ConfigError(f"--image {path!r} cannot be read as an image ({e})") from None
-    return arr / 127.5 - 1.0, (h, w)
+    return to_unit_range(arr), (h, w)
 
 
 def load_poses(path: str, resolution: int, src_hw: tuple[int, int]) -> np.ndarray:

@@ -48,6 +48,7 @@ from vdiff.diffusion import guidance, samplers
 from vdiff.errors import ConfigError, InputError
 from vdiff.methods import get_method, method_class
 from vdiff.train import sharding
+from vdiff.core.pixels import to_unit_range
 
 
 @dataclasses.dataclass
@@ -267,7 +268,7 @@ def _cascade_super_resolve(method, params, rng, opts: SampleOptions, labels, sta
         it = pipeline.make_iterator(d, split="test", seed=opts.seed,
                                     global_batch_size=opts.num_samples, shuffle=False)
         batch = next(it)
-        truth = jnp.asarray(batch["video"], jnp.float32) / 127.5 - 1.0
+        truth = to_unit_range(jnp.asarray(batch["video"]))
         low = method.downsample(truth)
         if method.num_classes:
             labels = jnp.asarray(batch["label"])
@@ -296,9 +297,8 @@ def load_input_video(path: str, *, channels: int, size: int, min_frames: int) ->
                          f"application needs {size}x{size} frames")
     if frames.shape[0] < min_frames:
         raise InputError(f"input video {path} has {frames.shape[0]} frames; need ≥ {min_frames}")
-    x = frames.astype(np.float32)
-    x = x.mean(axis=-1, keepdims=True) if channels == 1 else x[..., :channels]
-    return x / 127.5 - 1.0
+    x = to_unit_range(frames)
+    return x.mean(axis=-1, keepdims=True) if channels == 1 else x[..., :channels]
 
 
 def output_dir(workdir: str, opts: SampleOptions, step: int, num_classes: int = 0) -> str:

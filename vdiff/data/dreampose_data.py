@@ -24,6 +24,7 @@ import numpy as np
 
 from vdiff.data import pose as pose_lib
 from vdiff.errors import ConfigError
+from vdiff.core.pixels import to_unit_range
 
 
 @functools.lru_cache(maxsize=4)
@@ -62,7 +63,7 @@ def load_pose_videos(root: str, size: int) -> dict[str, list[np.ndarray]]:
         f = video_io.read_frame_folder(os.path.join(d, "frames"), resolution=size)
         p = load_pose_folder(os.path.join(d, "poses"), size)
         n = min(len(f), len(p))
-        frames.append(f[:n].astype(np.float32) / 127.5 - 1.0)
+        frames.append(to_unit_range(f[:n]))
         poses.append(p[:n])
     if not frames:
         raise ConfigError(f"{root} holds no <video>/frames/ folders")
@@ -135,7 +136,7 @@ def subject_photos(data: Any) -> dict[str, np.ndarray]:
                                         resolution=int(data.resolution))
     poses = load_pose_folder(os.path.join(d, "poses"), int(data.resolution))
     n = min(len(frames), len(poses), k or len(frames))
-    return {"frames": frames[:n].astype(np.float32) / 127.5 - 1.0, "poses": poses[:n]}
+    return {"frames": to_unit_range(frames[:n]), "poses": poses[:n]}
 
 
 def dataset_sampler(data: Any):

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from vdiff.errors import ConfigError
+from vdiff.core.pixels import to_unit_range
 
 CONF_THRESHOLD = 0.05
 
@@ -486,7 +487,7 @@ def load_densepose_iuv(paths: str | Sequence[str], size: int | Sequence[int], *,
         if part.max() > 24:
             raise PoseFileError(f"{path}: part index channel reaches {int(part.max())} > 24; "
                                 f"is channel_order={channel_order!r} right?")
-        uv = np.stack([arr[..., cu], arr[..., cv]], -1).astype(np.float32) / 127.5 - 1.0
+        uv = to_unit_range(np.stack([arr[..., cu], arr[..., cv]], -1))
         uv[part == 0] = -1.0
         out.append(uv)
     return np.stack(out).astype(np.float32)

@@ -17,12 +17,8 @@ import subprocess
 import imageio.v3 as iio
 import numpy as np
 
+from vdiff.core.pixels import to_uint8  # noqa: F401 - re-exported for the writers here
 from vdiff.errors import InputError
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """Float pixels in [−1, 1] → uint8 in [0, 255] (clipped)."""
-    return np.clip(np.rint((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def _as_rgb(frames: np.ndarray) -> np.ndarray:

@@ -45,6 +45,7 @@ import numpy as np
 
 from vdiff import progress
 from vdiff.errors import ConfigError
+from vdiff.core.pixels import to_unit_range
 
 I3D_FRAMES = 16  # the standard FVD clip length
 
@@ -335,7 +336,7 @@ class SinFusionNextFrameEvaluator:
         self.method, self.s = method, settings
         d = config.data
         frames = load_frames(d.source_dir, resolution=d.resolution, channels=d.channels)
-        self.frames = frames.astype(np.float32) / 127.5 - 1.0
+        self.frames = to_unit_range(frames)
         self.num_train = int(d.num_frames) if d.max_frames else len(frames)
         self.num_val = int(settings["validation_frames"])
         self._jit_cache: dict[tuple[str, int], Any] = {}
@@ -513,7 +514,7 @@ class PVDMReconstructionEvaluator:
         del rng
         bs, psnr, ssim, lp = int(self.s["batch_size"]), [], [], []
         for start in range(0, len(self.clips), bs):
-            x = jnp.asarray(self.clips[start:start + bs], jnp.float32) / 127.5 - 1.0
+            x = to_unit_range(jnp.asarray(self.clips[start:start + bs]))
             y = jnp.clip(self.reconstruct(params, x), -1.0, 1.0)
             psnr.append(np.asarray(image_metrics.video_psnr(y, x, data_range=2.0)))
             ssim.append(np.asarray(image_metrics.video_ssim(y, x, data_range=2.0)))

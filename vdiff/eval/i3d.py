@@ -48,6 +48,7 @@ from jax.sharding import Mesh
 from vdiff import errors, progress
 from vdiff.errors import InputError
 from vdiff.train import sharding
+from vdiff.core.pixels import as_unit_range
 
 NUM_CLASSES = 400
 INPUT_SIZE = 224
@@ -259,9 +260,7 @@ def preprocess(videos: jax.Array) -> jax.Array:
 
     Bilinear resize of each frame to 224×224 (the full frame), then x/127.5 − 1 for uint8.
     """
-    x = videos.astype(jnp.float32)
-    if videos.dtype == jnp.uint8:
-        x = x / 127.5 - 1.0
+    x = as_unit_range(videos)
     n, t = x.shape[:2]
     return jax.image.resize(x, (n, t, INPUT_SIZE, INPUT_SIZE, 3), method="bilinear")
 

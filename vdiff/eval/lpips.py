@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vdiff.eval import i3d
+from vdiff.core.pixels import as_unit_range
 
 NETS = ("alexnet", "vgg16")
 MIN_SIZE = {"alexnet": 32, "vgg16": 16}
@@ -122,8 +123,7 @@ def _jitted(net: str) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
 
 
 def _as_unit_range(x: Any) -> np.ndarray:
-    x = np.asarray(x)
-    return x.astype(np.float32) / 127.5 - 1.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    return as_unit_range(np.asarray(x))
 
 
 def lpips(x: Any, y: Any, *, net: str = "alexnet", batch_size: int = 64) -> np.ndarray:

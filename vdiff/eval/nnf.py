@@ -39,6 +39,7 @@ import numpy as np
 from vdiff import errors
 from vdiff.errors import InputError
 from vdiff.eval import image_metrics
+from vdiff.core.pixels import as_unit_range
 
 PATCH = 3
 QUERY_CHUNK = 1024
@@ -52,8 +53,7 @@ def _as_unit_range(video: Any) -> jax.Array:
     if min(video.shape[:3]) < PATCH:
         raise InputError(f"video of shape {video.shape} is smaller than a {PATCH}x{PATCH}x"
                          f"{PATCH} patch")
-    x = jnp.asarray(video, jnp.float32)
-    return x / 127.5 - 1.0 if video.dtype == np.uint8 else x
+    return as_unit_range(jnp.asarray(video))
 
 
 def extract_patches(video: jax.Array) -> jax.Array:

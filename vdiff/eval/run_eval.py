@@ -23,6 +23,7 @@ from vdiff.errors import ConfigError
 from vdiff.eval import evaluators as evaluators_lib
 from vdiff.methods import method_class, resolve
 from vdiff.train import sharding
+from vdiff.core.pixels import to_unit_range
 
 
 def write_results(workdir: str, step: int, results: dict[str, float]) -> None:
@@ -107,11 +108,11 @@ def _nnf_of_generated_videos(cfg: Any, pred: Any, p_pred: Any, proj: Any, p_proj
     d = cfg.data
     original = load_frames(d.source_dir, resolution=d.resolution, channels=d.channels)
     train = original[:d.num_frames] if d.max_frames else original
-    start = train[0].astype(np.float32) / 127.5 - 1.0
+    start = to_unit_range(train[0])
     roll = jax.jit(lambda pp, pj, r: apps.generate_video(pred, proj, pp, pj, r, start,
                                                          len(train)))
     scores = [nnf_metrics(np.asarray(roll(p_pred, p_proj, jax.random.fold_in(rng, 100 + i))),
-                          train.astype(np.float32) / 127.5 - 1.0)
+                          to_unit_range(train))
               for i in range(num_videos)]
     return {"nnfdiv": float(np.mean([s["nnfdiv"] for s in scores])),
             "nnfdist": float(np.mean([s["nnfdist"] for s in scores])),

@@ -29,6 +29,7 @@ import numpy as np
 
 from vdiff import errors
 from vdiff.errors import ConfigError
+from vdiff.core.pixels import to_uint8, to_unit_range
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,15 +92,14 @@ def load_image(path: str) -> np.ndarray:
             arr = np.asarray(im.convert("RGB"), np.float32)
     except Exception as e:  # noqa: BLE001 - any decoder failure is the user's file
         raise ConfigError(f"cannot read image {path}: {e}") from None
-    return arr / 127.5 - 1.0
+    return to_unit_range(arr)
 
 
 def resize_image(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
-    u8 = np.clip(np.rint((img + 1) * 127.5), 0, 255).astype(np.uint8)
-    out = Image.fromarray(u8).resize((hw[1], hw[0]), Image.BICUBIC)
-    return np.asarray(out, np.float32) / 127.5 - 1.0
+    out = Image.fromarray(to_uint8(img)).resize((hw[1], hw[0]), Image.BICUBIC)
+    return to_unit_range(np.asarray(out))
 
 
 def parse_hw(spec: str) -> tuple[int, int]:

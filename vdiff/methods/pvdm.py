@@ -58,7 +58,6 @@ from vdiff.core.checkpoints import restore_ema_params
 from vdiff.diffusion import guidance, losses, samplers, schedules, targets
 from vdiff.errors import ConfigError
 from vdiff.methods.base import Method
-from vdiff.methods.vdm import to_unit_range
 from vdiff.models import triplane
 from vdiff.models.pvdm_autoencoder import PVDMAutoencoder
 from vdiff.models.pvdm_discriminators import (PatchDiscriminator2D, PatchDiscriminator3D,
@@ -66,6 +65,7 @@ from vdiff.models.pvdm_discriminators import (PatchDiscriminator2D, PatchDiscrim
 from vdiff.models.pvdm_unet import TriplaneUNet
 from vdiff.train import sharding
 from vdiff.train.state import make_optimizer
+from vdiff.core.pixels import to_unit_range
 
 STAGES = ("pvdm_ae", "pvdm_ldm")
 
@@ -337,7 +337,7 @@ class PVDMAutoencoderStage(Method):
     def sample(self, params: Any, rng: jax.Array, *, num_samples: int, **unused: Any) -> jax.Array:
         """Held-out clips next to their reconstructions (side by side), [N, S, H, 2W, C]."""
         del rng, unused
-        clips = jnp.asarray(held_out_clips(self.config, num_samples), jnp.float32) / 127.5 - 1
+        clips = to_unit_range(jnp.asarray(held_out_clips(self.config, num_samples)))
         recon = self.model.apply({"params": params["autoencoder"]}, clips)[0]
         return jnp.concatenate([clips, jnp.clip(recon, -1, 1)], axis=3)
 

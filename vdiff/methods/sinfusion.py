@@ -35,11 +35,11 @@ import ml_collections
 import numpy as np
 
 from vdiff import config_lib, runtime
+from vdiff.core.pixels import to_unit_range
 from vdiff.diffusion import losses, schedules, targets
 from vdiff.errors import ConfigError
 from vdiff.methods import sinfusion_apps as apps
 from vdiff.methods.base import Method
-from vdiff.methods.vdm import to_unit_range  # shared pixel convention
 from vdiff.models.nextnet import NextNet
 
 ROLE_PARAMETERIZATION = {"image": "x0", "projector": "x0", "predictor": "eps",

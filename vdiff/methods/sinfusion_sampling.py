@@ -31,6 +31,7 @@ from vdiff.errors import ConfigError
 from vdiff.methods import sinfusion_apps as apps
 from vdiff.methods.sinfusion import make_sinfusion, role_config
 from vdiff.train import sharding
+from vdiff.core.pixels import to_unit_range
 
 # application -> the roles it restores (the keys are SinFusionModel.applications)
 ROLES_NEEDED = {"images": ("image",), "edit": ("image",), "video": ("predictor", "projector"),
@@ -49,7 +50,7 @@ def _real_frames(config: Any, opts: Any) -> np.ndarray:
     d = config.data
     path = opts.input_video or d.source_dir
     frames = load_frames(path, resolution=d.resolution, channels=d.channels)
-    return frames.astype(np.float32) / 127.5 - 1.0
+    return to_unit_range(frames)
 
 
 def run_sinfusion_sampling(config: Any, workdir: str, opts: Any) -> str:
@@ -79,7 +80,7 @@ def run_sinfusion_sampling(config: Any, workdir: str, opts: Any) -> str:
                     raise ConfigError("--application=edit needs --input_image=PATH")
                 image = load_frames(opts.input_image, resolution=min(h, w),
                                     channels=method.channels)[0]
-                x = jnp.broadcast_to(jnp.asarray(image, jnp.float32) / 127.5 - 1.0,
+                x = jnp.broadcast_to(to_unit_range(jnp.asarray(image)),
                                      (n, *image.shape))
                 fn = jax.jit(lambda p, r, x: apps.edit_image(method, p, r, x, opts.noise_level))
                 out = jnp.stack([x, fn(params, rng, x)], axis=1)  # input, edit

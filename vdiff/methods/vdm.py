@@ -17,15 +17,11 @@ import numpy as np
 from vdiff import runtime
 from vdiff.diffusion import guidance, losses, samplers, schedules, targets
 from vdiff.errors import ConfigError
+from vdiff.core.pixels import to_unit_range
 from vdiff.methods.base import Method
 from vdiff.models.unet3d import REMAT_POLICIES, UNet3D
 
 _WINDOWS = "vdiff.sampling:sample_windows"  # pixel-space window applications
-
-
-def to_unit_range(x: jax.Array) -> jax.Array:
-    """uint8 pixels → float32 in [−1, 1]."""
-    return x.astype(jnp.float32) / 127.5 - 1.0
 
 
 def build_unet(model_config: Any, *, out_channels: int) -> UNet3D:
