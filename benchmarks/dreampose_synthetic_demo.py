@@ -36,7 +36,7 @@ from vdiff.train import trainer
 from vdiff.data import dreampose_data, synthetic_people as sp, video_io
 from vdiff.data import pose as pose_lib
 from vdiff.methods import dreampose as method_lib
-from vdiff.methods.dreampose import dreampose_defaults
+from vdiff.methods.dreampose.config import dreampose_defaults
 
 
 def _configure(stage: str, a, stage_name: str, **dp_overrides):

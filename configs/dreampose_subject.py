@@ -12,7 +12,7 @@ runlocal.
 """
 
 from vdiff import config_lib
-from vdiff.methods.dreampose import dreampose_defaults
+from vdiff.methods.dreampose.config import dreampose_defaults
 
 
 def get_config(arg=None):

@@ -15,7 +15,7 @@ then spans 6 latent cells instead of 3 (4× the tokens); `latent_channels=C` set
 import ml_collections
 
 from vdiff import config_lib
-from vdiff.methods.pvdm import pvdm_defaults
+from vdiff.methods.pvdm.config import pvdm_defaults
 
 
 def get_config(arg=None):

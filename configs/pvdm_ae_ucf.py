@@ -13,7 +13,7 @@ on first use). `:runlocal` is a CPU smoke run on a small prepared resolution.
 import ml_collections
 
 from vdiff import config_lib
-from vdiff.methods.pvdm import pvdm_defaults
+from vdiff.methods.pvdm.config import pvdm_defaults
 
 
 def get_config(arg=None):

@@ -27,7 +27,7 @@ import ml_collections
 
 from vdiff import config_lib
 from vdiff.data import moving_digits
-from vdiff.methods.pvdm import pvdm_defaults
+from vdiff.methods.pvdm.config import pvdm_defaults
 
 
 def get_config(arg=None):

@@ -13,7 +13,7 @@ gives a long one.
 import ml_collections
 
 from vdiff import config_lib
-from vdiff.methods.pvdm import pvdm_defaults
+from vdiff.methods.pvdm.config import pvdm_defaults
 
 
 def get_config(arg=None):

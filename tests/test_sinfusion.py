@@ -11,7 +11,7 @@ import pytest
 
 from vdiff.errors import ConfigError
 from vdiff.methods import sinfusion as sf
-from vdiff.methods import sinfusion_apps as apps
+from vdiff.methods.sinfusion import apps
 from vdiff.models.nextnet import NextNet, receptive_field
 from vdiff.train.sharding import strip_boxes
 from vdiff.train.state import TrainState
@@ -245,7 +245,7 @@ def test_residual_predictor_starts_as_copy_last_frame():
                              frame_diff=2, eta=0.0)
     np.testing.assert_allclose(np.asarray(out), np.clip(np.asarray(cond), -1, 1), atol=1e-5)
     c.diffusion.parameterization = "eps"
-    with pytest.raises(sf.ConfigError, match="residual"):
+    with pytest.raises(ConfigError, match="residual"):
         sf.make_sinfusion(c)
 
 def test_residual_predictor_with_two_context_frames_starts_as_copy_of_frame_n():

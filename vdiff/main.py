@@ -35,7 +35,7 @@ flags.DEFINE_string("application", "unconditional",
                     "What to sample: an application of the run's method (its `applications`; "
                     "VDM: unconditional | extend | interpolate | super_resolve, vdm_sr: "
                     "super_resolve, PVDM: unconditional | extend, SinFusion: images | edit | "
-                    "video | extrapolate | upsample, see vdiff/methods/sinfusion_sampling.py).")
+                    "video | extrapolate | upsample, see vdiff/methods/sinfusion/sampling.py).")
 flags.DEFINE_string("sampler", "ancestral", "ancestral | ddim | pc | dpmpp_2m")
 flags.DEFINE_integer("num_steps", 128, "Sampler steps.")
 flags.DEFINE_integer("num_samples", 4, "Videos to sample.")

@@ -2,7 +2,7 @@
 
 This module holds VDM's (unconditional, extend, interpolate, super-resolve: `sample_windows`),
 the cascaded SR stage's (`cascade_super_resolve`) and PVDM's (`run_pvdm_sampling`);
-SinFusion's are in vdiff/methods/sinfusion_sampling.py.
+SinFusion's are in vdiff/methods/sinfusion/sampling.py.
 
     python -m vdiff.main --mode=sample --config=configs/vdm_digits.py --workdir=DIR \
         --application=extend --num_frames=64 --sampler=ddim --num_steps=64
@@ -46,6 +46,7 @@ from vdiff.core.checkpoints import CheckpointNotFoundError, restore_ema_params  
 from vdiff.data import video_io
 from vdiff.diffusion import guidance, samplers
 from vdiff.errors import ConfigError, InputError
+from vdiff.eval import image_metrics
 from vdiff.methods import get_method, method_class
 from vdiff.train import sharding
 from vdiff.core.pixels import to_unit_range
@@ -68,7 +69,7 @@ class SampleOptions:
     output_dir: str = ""
     fps: int = 8
     sampler_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-    # SinFusion applications (vdiff/methods/sinfusion_sampling.py)
+    # SinFusion applications (vdiff/methods/sinfusion/sampling.py)
     input_image: str = ""  # edit: the image to noise and denoise
     noise_level: float = 0.5  # edit: t₀ ∈ (0, 1]
     height: int = 0  # images: output size (0 = the training frame size)
@@ -251,10 +252,12 @@ def interpolate(ws: WindowSampler, rng: jax.Array, video: jax.Array) -> jax.Arra
     return out[:, :length]
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of videos in [−1, 1] (peak-to-peak 2)."""
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float(10 * np.log10(4.0 / max(mse, 1e-12)))
+def _batch_psnr(a: Any, b: Any) -> float:
+    """One PSNR in dB of two batches of videos in [−1, 1] (range 2): the MSE over every
+    pixel of the batch, not a mean of per-frame PSNRs, so each batch is passed to
+    `image_metrics.psnr` as a single [N·T·H, W, C] image."""
+    whole = lambda v: jnp.reshape(jnp.asarray(v), (-1, *np.shape(v)[-2:]))  # noqa: E731
+    return float(image_metrics.psnr(whole(a), whole(b), data_range=2.0))
 
 
 def _cascade_super_resolve(method, params, rng, opts: SampleOptions, labels, start):
@@ -281,9 +284,10 @@ def _cascade_super_resolve(method, params, rng, opts: SampleOptions, labels, sta
     with bar:
         out = jax.block_until_ready(fn(params, rng, low))
     if truth is not None:
-        from vdiff.methods.vdm_sr import upsample_nearest
-        extra["psnr_db"] = psnr(out, truth)
-        extra["psnr_db_nearest_upsampling"] = psnr(upsample_nearest(low, method.factor), truth)
+        from vdiff.methods.vdm.super_res import upsample_nearest
+        extra["psnr_db"] = _batch_psnr(out, truth)
+        extra["psnr_db_nearest_upsampling"] = _batch_psnr(upsample_nearest(low, method.factor),
+                                                          truth)
         logging.info("super-resolution PSNR %.2f dB (nearest-neighbour upsampling: %.2f dB)",
                      extra["psnr_db"], extra["psnr_db_nearest_upsampling"])
     return out, extra

@@ -52,7 +52,7 @@ def random_motion(num_frames: int, seed: int, size: int | Sequence[int] = 64) ->
     """
     if num_frames <= 0:
         raise ValueError(f"num_frames must be positive, got {num_frames}")
-    h, w = pose_lib._hw(size)
+    h, w = pose_lib.size_hw(size)
     rng = _seed_rng(seed, 0x6D6F76)
     t = np.arange(num_frames, dtype=np.float64)
 
@@ -318,7 +318,7 @@ def render_person(kps: np.ndarray, size: int | Sequence[int], appearance: Appear
     ``threshold`` and the parts attached to them are left out.
     """
     kps = pose_lib.as_coco18(kps)
-    h, w = pose_lib._hw(size)
+    h, w = pose_lib.size_hw(size)
     lead = kps.shape[:-2]
     flat = kps.reshape(-1, *kps.shape[-2:])
     out = np.stack([_render_one(k, h, w, appearance, threshold) for k in flat])
@@ -340,7 +340,7 @@ def make_triples(num_subjects: int, frames_per_subject: int, size: int | Sequenc
     if num_subjects <= 0 or frames_per_subject <= 0:
         raise ValueError(f"make_triples needs at least one subject and frame, got "
                          f"{num_subjects} subjects of {frames_per_subject} frames")
-    h, w = pose_lib._hw(size)
+    h, w = pose_lib.size_hw(size)
     images, poses, frames, keypoints = [], [], [], []
     for n in range(num_subjects):
         motion_seed, appearance_seed = np.random.SeedSequence(

@@ -8,7 +8,7 @@ Classifier-free guidance (Ho & Salimans 2021), convention used here: a guidance 
 
     ε̃ = ε(∅) + s (ε(c) − ε(∅)),       s = 1: no guidance (the conditional model), s = 0: unconditional.
 
-VDM (Ho et al. 2022) and `methods/vdm.py` write the same thing with a guidance *weight*
+VDM (Ho et al. 2022) and `methods/vdm/method.py` write the same thing with a guidance *weight*
 w = s − 1:  ε̃ = (1 + w) ε(c) − w ε(∅).  In score terms ∇log p̃ = s ∇log p(z|c) + (1 − s) ∇log p(z),
 i.e. p̃ ∝ p(z|c)^s p(z)^{1−s} at every noise level.  Because the weights sum to one and
 x̂0 = (z − σ ε)/α is affine in ε, the same combination of x̂0 predictions gives the same x̂0.

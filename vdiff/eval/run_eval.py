@@ -62,7 +62,8 @@ def evaluate_workdir(config: Any, workdir: str) -> dict[str, float]:
 
 def evaluate_sinfusion(config: Any, workdir: str, *, num_videos: int = 4) -> dict[str, float]:
     """Predictor next-frame PSNR (held-out frames) and NNF metrics of generated videos."""
-    from vdiff.methods.sinfusion import make_sinfusion, role_config
+    from vdiff.methods.sinfusion.config import role_config
+    from vdiff.methods.sinfusion.roles import make_sinfusion
 
     mesh = sharding.make_mesh((1, -1, 1))
     restored = {}
@@ -103,7 +104,7 @@ def _nnf_of_generated_videos(cfg: Any, pred: Any, p_pred: Any, proj: Any, p_proj
     frames (each video as long as the training clip, from its first frame)."""
     from vdiff.data.single_video import load_frames
     from vdiff.eval.nnf import nnf_metrics
-    from vdiff.methods import sinfusion_apps as apps
+    from vdiff.methods.sinfusion import apps
 
     d = cfg.data
     original = load_frames(d.source_dir, resolution=d.resolution, channels=d.channels)

@@ -29,7 +29,7 @@ import numpy as np
 
 from vdiff import errors
 from vdiff.errors import ConfigError
-from vdiff.core.pixels import to_uint8, to_unit_range
+from vdiff.core.pixels import load_image, resize_image
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,27 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------- inputs
-
-
-def load_image(path: str) -> np.ndarray:
-    """RGB float32 [H, W, 3] in [−1, 1]."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"image not found: {path}")
-    try:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), np.float32)
-    except Exception as e:  # noqa: BLE001 - any decoder failure is the user's file
-        raise ConfigError(f"cannot read image {path}: {e}") from None
-    return to_unit_range(arr)
-
-
-def resize_image(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
-    out = Image.fromarray(to_uint8(img)).resize((hw[1], hw[0]), Image.BICUBIC)
-    return to_unit_range(np.asarray(out))
 
 
 def parse_hw(spec: str) -> tuple[int, int]:
@@ -191,7 +170,8 @@ def _check_dreampose_args(args: argparse.Namespace) -> None:
 
 def load_pair(args) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int]]:
     """(image a, image b) at the working size, and their original sizes."""
-    a, b = load_image(args.image_a), load_image(args.image_b)
+    a = load_image(args.image_a, flag="--image_a")
+    b = load_image(args.image_b, flag="--image_b")
     sa, sb = a.shape[:2], b.shape[:2]
     if args.resize:
         hw = parse_hw(args.resize)

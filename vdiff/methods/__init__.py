@@ -2,7 +2,8 @@
 
 Every class subclasses `vdiff.methods.base.Method`; class-level hooks (`runs`,
 `applications`, `workdir_evaluation`) work before a config names a concrete class (a
-SinFusion config with role 'all' trains three)."""
+SinFusion config with role 'all' trains three). Each method is a package here (vdm, pvdm,
+sinfusion, dreampose) whose `__init__` re-exports its public names."""
 
 from __future__ import annotations
 
@@ -12,15 +13,14 @@ from vdiff.errors import ConfigError
 from vdiff.methods.base import Method, resolve
 
 METHODS: dict[str, str] = {
-    "vdm": "vdiff.methods.vdm:VDM",
-    "vdm_sr": "vdiff.methods.vdm_sr:VDMSuperRes",
-    "sinfusion": "vdiff.methods.sinfusion:SinFusionModel",  # `create` picks sinfusion.role
-    "pvdm_ae": "vdiff.methods.pvdm:PVDMAutoencoderStage",
-    "pvdm_ldm": "vdiff.methods.pvdm:PVDMLatentStage",
-    "dreampose": "vdiff.methods.dreampose:DreamPose",
-    "dreampose_vae": "vdiff.methods.dreampose:DreamPoseVAE",
+    "vdm": "vdiff.methods.vdm.method:VDM",
+    "vdm_sr": "vdiff.methods.vdm.super_res:VDMSuperRes",
+    "sinfusion": "vdiff.methods.sinfusion.roles:SinFusionModel",  # `create` picks the role
+    "pvdm_ae": "vdiff.methods.pvdm.autoencoder:PVDMAutoencoderStage",
+    "pvdm_ldm": "vdiff.methods.pvdm.latent:PVDMLatentStage",
+    "dreampose": "vdiff.methods.dreampose.stages:DreamPose",
+    "dreampose_vae": "vdiff.methods.dreampose.stages:DreamPoseVAE",
 }
-
 
 def method_class(config: Any) -> type[Method]:
     """The class registered for `config.method`."""

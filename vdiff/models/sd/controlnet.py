@@ -1,8 +1,8 @@
 """ControlNet (diffusers' `ControlNetModel`) for the SD 1.x UNet, in linen.
 
 A trainable copy of the UNet's encoder half (conv_in, time embedding, down blocks, mid
-block — built by the same functions as in `unet.py`, under the same names) that also
-sees a conditioning image through a small conv stack, and returns one zero-initialised
+block — built by the same functions as in `unet_blocks.py`, under the same names) that
+also sees a conditioning image through a small conv stack, and returns one zero-initialised
 1×1 conv output per UNet skip connection plus one for the mid block. Those residuals
 go into `UNet2DConditionModel(…, down_block_additional_residuals=…,
 mid_block_additional_residual=…)`.
@@ -23,9 +23,11 @@ import numpy as np
 
 from vdiff.errors import ConfigError
 from vdiff.models.sd import convert
-from vdiff.models.sd.unet import (
-    _COMMON_KEYS, Array, Dtype, EncoderConfig, UNetConfig, check_config_keys, conv, encode,
-    embed_timesteps, example_inputs, middle, numerics_for)
+from vdiff.models.sd.unet import example_inputs
+from vdiff.models.sd.unet_blocks import embed_timesteps, encode, middle
+from vdiff.models.sd.unet_config import (
+    _COMMON_KEYS, Array, Dtype, EncoderConfig, UNetConfig, check_config_keys, numerics_for)
+from vdiff.models.sd.unet_layers import conv
 
 # The parts of a ControlNet that are copies of UNet parts (same names, same shapes).
 SHARED_WITH_UNET = ("conv_in", "time_embedding", "down_blocks.", "mid_block")

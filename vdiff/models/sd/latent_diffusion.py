@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vdiff.diffusion import schedules, targets
+from vdiff.diffusion import targets
 from vdiff.errors import ConfigError
 
 Array = jax.Array

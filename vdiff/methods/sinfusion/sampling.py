@@ -28,8 +28,9 @@ from vdiff.core import workdir as workdir_lib
 from vdiff.core.checkpoints import restore_ema_params
 from vdiff.data.single_video import load_frames
 from vdiff.errors import ConfigError
-from vdiff.methods import sinfusion_apps as apps
-from vdiff.methods.sinfusion import make_sinfusion, role_config
+from vdiff.methods.sinfusion import apps
+from vdiff.methods.sinfusion.config import role_config
+from vdiff.methods.sinfusion.roles import make_sinfusion
 from vdiff.train import sharding
 from vdiff.core.pixels import to_unit_range
 

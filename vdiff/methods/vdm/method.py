@@ -1,6 +1,7 @@
 """VDM: video diffusion with a factorized space-time UNet (Ho et al. 2022).
 
-Owns the loss and the sampling entry point, never the loop. Joint image-video
+The registered method 'vdm': the UNet3D builder, joint image-video batch packing, the loss,
+the guided denoiser and the sampling entry point, never the loop. Joint image-video
 training packs the batch's K independent images after the T video frames; the
 UNet's temporal attention is masked so each image frame only sees itself, and
 the loss covers video and image frames alike (reported separately too).

@@ -1,11 +1,11 @@
 """Cascaded spatial super-resolution for VDM (Ho et al. 2022, sec. 3/4; Ho et al. 2021, CDM).
 
-The same UNet and the same train_step as VDM; the network additionally sees the
-low-resolution video — the clean frames average-pooled by `config.sr.factor`, then
-upsampled back (nearest) — concatenated to z along channels. During training the
-conditioning is corrupted with Gaussian noise of std ~ U[0, sr.cond_noise_max]
-(conditioning augmentation), which makes the stage robust to the artefacts of the
-stage that feeds it; sampling uses `sr.sample_cond_noise`.
+The registered method 'vdm_sr': the same UNet and the same train_step as VDM; the
+network additionally sees the low-resolution video — the clean frames average-pooled by
+`config.sr.factor`, then upsampled back (nearest) — concatenated to z along channels.
+During training the conditioning is corrupted with Gaussian noise of std
+~ U[0, sr.cond_noise_max] (conditioning augmentation), which makes the stage robust to the
+artefacts of the stage that feeds it; sampling uses `sr.sample_cond_noise`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from vdiff.diffusion import guidance, samplers
 from vdiff.errors import ConfigError
-from vdiff.methods.vdm import VDM
+from vdiff.methods.vdm.method import VDM
 
 
 def upsample_nearest(low: jax.Array, factor: int) -> jax.Array:

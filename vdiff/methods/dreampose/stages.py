@@ -29,143 +29,26 @@ sampler (`host_sample`).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
-from vdiff import config_lib, progress, runtime
 from vdiff.data import dreampose_data
-from vdiff.data import pose as pose_lib
 from vdiff.data.sampled_batches import SampledBatches
-from vdiff.diffusion import samplers, targets
+from vdiff.diffusion import targets
 from vdiff.errors import ConfigError
 from vdiff.methods.base import Method
+from vdiff.methods.dreampose.animation import animate
+from vdiff.methods.dreampose.config import DIFFUSION_STAGES, VAE_STAGES
+from vdiff.methods.dreampose.runs import build_model, load_run
 from vdiff.models import dreampose as dp
 from vdiff.train.state import make_optimizer
 
-DIFFUSION_STAGES = ("dataset", "subject")
-VAE_STAGES = ("vae_pretrain", "vae_decoder")
 DECODER_KEYS = ("decoder", "post_quant_conv")
-
-
-def dreampose_defaults(stage: str) -> ml_collections.ConfigDict:
-    """Every key a DreamPose run reads.
-
-    data: name ('synthetic_people' | 'pose_videos'), source_dir (pose_videos root),
-      subject_dir (frames/ + poses/ of the subject), resolution, num_subjects, num_frames,
-      synthetic_seed, num_subject_photos, crop_min (random-crop side fraction, 1 = off)
-    model: sd (diffusers folder; '' = a from-scratch model of `size`, 'tiny' | 'micro'), clip (CLIP vision folder, '' =
-      <sd>/image_encoder), scaling_factor (tiny VAE latent scale), dtype, remat,
-      attention_impl
-    dreampose: stage, init_from (previous stage's workdir), base_vae (tiny: vae_pretrain
-      workdir), p_image, p_pose, p_both (condition dropout), train_parts (params that
-      train in diffusion stages), kl_weight, l1_weight (VAE stages), s_image, s_pose,
-      sampler (periodic samples)
-    """
-    if stage not in DIFFUSION_STAGES + VAE_STAGES:
-        raise ConfigError(f"unknown DreamPose stage {stage!r}")
-    base = config_lib.vdm_defaults()
-    c = ml_collections.ConfigDict()
-    c.method = "dreampose" if stage in DIFFUSION_STAGES else "dreampose_vae"
-    c.seed = 0
-    c.data = ml_collections.ConfigDict(dict(
-        name="synthetic_people", source_dir="", subject_dir="", resolution=64,
-        num_subjects=48, num_frames=24, synthetic_seed=0, num_subject_photos=4,
-        crop_min=1.0 if stage in ("dataset", "vae_pretrain") else 0.8, worker_count=0))
-    c.model = ml_collections.ConfigDict(dict(
-        sd="", clip="", size="tiny", scaling_factor=1.0, dtype="auto", remat=False,
-        attention_impl="auto"))
-    c.dreampose = ml_collections.ConfigDict(dict(
-        stage=stage, init_from="", base_vae="", p_image=0.05, p_pose=0.05, p_both=0.05,
-        train_parts=("unet", "adapter"), kl_weight=1e-4, l1_weight=1.0, s_image=2.0,
-        s_pose=4.0, sampler="ddim"))
-    c.train = base.train
-    c.train.update(dict(batch_size=8, num_steps=1000, lr=5e-5, warmup_steps=0, ema_decay=0.0,
-                        log_every=50, checkpoint_every=1000, sample_every=0,
-                        async_checkpoints=False, keep_checkpoints=1))
-    c.sample = base.sample
-    c.sample.update(dict(num_samples=4, num_steps=25))
-    c.evals = base.evals
-    c.mesh = base.mesh
-    c.sharding = base.sharding
-    return c
-
-
-# ---------------------------------------------------------------------- weights
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    from vdiff.core.workdir import config_path, read_config
-
-    cfg = read_config(workdir)
-    if cfg is None:
-        raise ConfigError(f"{workdir!r} holds no DreamPose run ({config_path(workdir)} is "
-                          "missing): train one first (python -m vdiff.main "
-                          "--config=configs/dreampose_*.py --workdir=...)")
-    return cfg
-
-
-def load_animation_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config of a DreamPose run that holds a diffusion model (a dataset, subject or
-    VAE-decoder run), read before any weights so bad inputs fail fast."""
-    config = load_run_config(workdir)
-    if config.method not in ("dreampose", "dreampose_vae") or (
-            config.dreampose.stage == "vae_pretrain"):
-        raise ConfigError(f"{workdir} is a {config.method}/{config.dreampose.stage} run "
-                          "without a diffusion model; pass the subject or VAE-decoder run")
-    return config
-
-
-def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
-    """(config, params as numpy) of a finished DreamPose run: the EMA params when the run
-    kept an EMA (train.ema_decay > 0), else the raw params."""
-    from vdiff.train.checkpoint import load_raw
-
-    cfg = load_run_config(workdir)
-    try:
-        _, state, _ = load_raw(os.path.join(workdir, "checkpoints"))
-    except FileNotFoundError:
-        raise ConfigError(f"{workdir} has a config but no checkpoint (weights): was its "
-                          "training interrupted before the first save?") from None
-    key = "ema_params" if float(cfg.train.ema_decay) > 0 else "params"
-    return cfg, jax.tree.map(np.asarray, state[key])
-
-
-def build_model(config: Any) -> dp.DreamPoseModel:
-    """The architecture named by `config.model` (weights are loaded elsewhere)."""
-    m = config.model
-    impl = runtime.attention_impl(m.attention_impl)
-    if not m.sd:
-        cfgs = dp.tiny_configs(m.size)
-        cfgs["vae"] = dataclasses.replace(cfgs["vae"], scaling_factor=float(m.scaling_factor))
-        return dp.DreamPoseModel.from_configs(**cfgs, dtype=m.dtype, remat=bool(m.remat),
-                                              attention_impl=impl)
-    from vdiff.models.sd import convert
-    from vdiff.models.sd.clip import CLIPVisionConfig
-    from vdiff.models.sd.latent_diffusion import DiscreteSchedule, load_scheduler_config
-    from vdiff.models.sd.unet import UNetConfig
-    from vdiff.models.sd.vae import VAEConfig
-
-    clip_root = m.clip or os.path.join(m.sd, "image_encoder")
-    for path in (os.path.join(m.sd, "unet"), os.path.join(m.sd, "vae"), clip_root):
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise ConfigError(f"missing {path}/config.json: model.sd must be a diffusers SD "
-                              "folder and model.clip a CLIP vision folder with projection")
-    sched = load_scheduler_config(m.sd)
-    return dp.DreamPoseModel.from_configs(
-        unet=UNetConfig.from_diffusers_config(convert.load_config(os.path.join(m.sd, "unet"))),
-        vae=VAEConfig.from_diffusers_config(convert.load_config(os.path.join(m.sd, "vae"))),
-        clip=CLIPVisionConfig.from_transformers_config(convert.load_config(clip_root)),
-        dtype=m.dtype, remat=bool(m.remat), attention_impl=impl,
-        schedule=DiscreteSchedule.from_scheduler_config(sched),
-        prediction_type=sched.get("prediction_type", "epsilon"))
 
 
 def _labels(params: Any, trainable) -> Any:
@@ -180,9 +63,6 @@ def _masked_optimizer(train_config: Any, trainable):
     tx, schedule = make_optimizer(train_config)
     return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
                                  lambda p: _labels(p, trainable)), schedule
-
-
-# ---------------------------------------------------------------------- diffusion stages
 
 
 _ANIMATE_HINT = "DreamPose animates a photo with python -m vdiff.dreampose_cli"
@@ -290,9 +170,6 @@ class DreamPose(Method):
         return video[None]
 
 
-# ---------------------------------------------------------------------- VAE stages
-
-
 class DreamPoseVAE(Method):
     """`dreampose_vae`: decoder finetuning on subject photos, or the tiny VAE pretraining."""
 
@@ -367,75 +244,3 @@ class DreamPoseVAE(Method):
         x = jnp.asarray(next(it)["image"])
         recon = jnp.clip(self.model.vae.apply({"params": params["vae"]}, x), -1, 1)
         return jnp.concatenate([x, recon], axis=2)[:, None]
-
-
-# ---------------------------------------------------------------------- animation
-
-
-def animate(model: dp.DreamPoseModel, params: Any, image: np.ndarray, poses: np.ndarray,
-            rng: jax.Array, *, s_image: float = 2.0, s_pose: float = 4.0,
-            num_steps: int = 25, sampler: str = "ddim", shared_noise: bool = False,
-            frame_batch: int = 8, window_radius: int = 2) -> np.ndarray:
-    """One subject image [H, W, 3] in [−1, 1] + pose maps [T, H, W, 2] → video [T, H, W, 3].
-
-    Each frame is sampled independently (frame by frame, `frame_batch` at a time) with dual
-    classifier-free guidance; frame t sees the window p_{t−2..t+2}. shared_noise: every frame
-    uses the same noise (the same sampler RNG), which keeps the appearance steadier."""
-    image = np.asarray(image, np.float32)
-    poses = np.asarray(poses, np.float32)
-    if image.ndim != 3 or poses.ndim != 4 or poses.shape[-1] != dp.POSE_CHANNELS_PER_FRAME:
-        raise ConfigError(f"animate needs image [H, W, 3] and poses [T, H, W, 2], got "
-                          f"{image.shape} and {poses.shape}")
-    if poses.shape[1:3] != image.shape[:2]:
-        raise ConfigError(f"pose maps are {poses.shape[1:3]} but the image is "
-                          f"{image.shape[:2]}")
-    windows = pose_lib.pose_windows(poses, window_radius)
-    t_total = len(windows)
-    f = min(frame_batch, t_total)
-    fn = _animate_chunk_fn(model, sampler, int(num_steps))
-    rngs = (jnp.stack([rng] * t_total) if shared_noise
-            else jax.random.split(rng, t_total))
-    out = []
-    for start in progress.track(range(0, t_total, f), f"DreamPose: {t_total} frames",
-                                unit=f"batches of {f}"):
-        chunk = windows[start:start + f]
-        r = rngs[start:start + f]
-        pad = f - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-            r = jnp.concatenate([r, jnp.stack([r[-1]] * pad)])
-        frames = fn(params, jnp.asarray(image), jnp.asarray(chunk), r,
-                    jnp.float32(s_image), jnp.float32(s_pose))
-        out.append(np.asarray(frames)[:f - pad])
-    return np.concatenate(out)
-
-
-_CHUNK_FNS: dict[Any, Any] = {}
-
-
-def _animate_chunk_fn(model: dp.DreamPoseModel, sampler: str, num_steps: int):
-    key = (id(model), sampler, num_steps)
-    if key in _CHUNK_FNS:
-        return _CHUNK_FNS[key][1]
-    if sampler not in samplers.sampler_names():
-        raise ConfigError(f"unknown sampler {sampler!r}; known: {samplers.sampler_names()}")
-
-    def run(params, image, windows, rngs, s_image, s_pose):
-        context = model.image_context(params, image[None])               # [1, L, D]
-        h = image.shape[0] // model.downsample_factor
-        w = image.shape[1] // model.downsample_factor
-        pose = model.pose_to_latent(windows, (h, w))                     # [F, h, w, 10]
-
-        def one(pose_f, rng_f):
-            fn = model.denoiser(params, context, pose_f[None], s_image=s_image, s_pose=s_pose)
-            return samplers.sample(sampler=sampler, denoise_fn=fn, rng=rng_f,
-                                   shape=(1, h, w, model.latent_channels),
-                                   logsnr_schedule=model.schedule.logsnr,
-                                   num_steps=num_steps)[0]
-
-        latents = jax.vmap(one)(pose, rngs)
-        return model.decode(params, latents)
-
-    fn = jax.jit(run)
-    _CHUNK_FNS[key] = (model, fn)  # keeps the model alive so its id stays unique
-    return fn

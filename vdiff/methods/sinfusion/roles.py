@@ -1,9 +1,10 @@
-"""SinFusion: diffusion models trained on one image or one short video (Nikankin et al. 2023).
+"""The SinFusion roles (Nikankin et al. 2023): one method class each, and `SinFusionModel`,
+the registered class of method 'sinfusion', whose `create` picks the role's class.
 
-Four roles, one class each, all with VDM's method interface (`example_batch`, `init`,
-`loss`, `denoiser`, `sample`) so the shared train step and trainer drive them; the network is
-always :class:`vdiff.models.nextnet.NextNet` and clean conditioning frames are concatenated
-to the noisy frame on channels. Every batch is `{"video": uint8 [B, T, h, w, C]}`: one random
+All have VDM's method interface (`example_batch`, `init`, `loss`, `denoiser`, `sample`) so
+the shared train step and trainer drive them; the network is always
+:class:`vdiff.models.nextnet.NextNet` and clean conditioning frames are concatenated to the
+noisy frame on channels. Every batch is `{"video": uint8 [B, T, h, w, C]}`: one random
 spatial crop (≈ `data.crop_fraction` of the frame) of all T frames of the training video.
 
 =============== ======================================== ============ ==================
@@ -16,254 +17,37 @@ interpolator    z_t of frame n+1 ‖ frames n, n+2         frame n+1    x0
 =============== ======================================== ============ ==================
 
 The Predictor's frame difference follows a curriculum driven by the train state's step
-(:func:`curriculum_k_range`): k = 1 only at first, widening stage by stage to
+(`vdiff.methods.sinfusion.curriculum`): k = 1 only at first, widening stage by stage to
 k ∈ [−max_k, max_k] \\ {0}; negative k predicts a past frame.
 
 One log-SNR schedule per model (`config.diffusion.schedule`) is stored on the method and
-used for training and for every sampler and application (`vdiff.methods.sinfusion_apps`).
+used for training and for every sampler and application (`vdiff.methods.sinfusion.apps`).
 """
 
 from __future__ import annotations
 
 import abc
-import os
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from vdiff import config_lib, runtime
+from vdiff import runtime
 from vdiff.core.pixels import to_unit_range
 from vdiff.diffusion import losses, schedules, targets
 from vdiff.errors import ConfigError
-from vdiff.methods import sinfusion_apps as apps
 from vdiff.methods.base import Method
+from vdiff.methods.sinfusion import apps
+from vdiff.methods.sinfusion.config import (ROLE_PARAMETERIZATION, crop_shape, frame_shape,
+                                            training_runs)
+from vdiff.methods.sinfusion.curriculum import curriculum_max_k, sample_frame_pair
+from vdiff.methods.sinfusion.inputs import (RoleInputs, interpolator_inputs, predictor_inputs,
+                                            projector_inputs, synthetic_frames)
 from vdiff.models.nextnet import NextNet
 
-ROLE_PARAMETERIZATION = {"image": "x0", "projector": "x0", "predictor": "eps",
-                         "interpolator": "x0"}
-# Whole-workdir entry points (one run per role): vdiff/methods/sinfusion_sampling.py
-_APPLICATION = "vdiff.methods.sinfusion_sampling:run_sinfusion_sampling"
-
-
-# --------------------------------------------------------------------------------------------
-# config
-
-
-def sinfusion_defaults(role: str = "predictor") -> ml_collections.ConfigDict:
-    """Every key a SinFusion run reads (train/sample/mesh/sharding as in `vdm_defaults`).
-
-    data (one training video, or one image with num_frames = 1; pipeline keys as in
-    `vdm_defaults`, read by the 'single_video' source):
-      name            'single_video'
-      source_dir      the video file, frame folder or image to train on
-      channels        3 (RGB)
-      num_frames      T, frames of the training video in every batch (1 for role 'image')
-      resolution      shorter frame side after loading (aspect kept)
-      frame_size      (H, W) of the frames as loaded — the method's static shapes; its
-                      shorter side must equal resolution; (0, 0) = read from the file
-      crop_fraction   crop side / frame side (≈ 0.95 in the paper), one crop for all T frames
-    model (NextNet):
-      width, depth, mult   channels, ConvNeXt blocks, widening of the 3×3 conv pair (64, 16, 2)
-      dtype                compute dtype ('float32' | 'bfloat16' | 'float16'); params float32
-    diffusion:
-      schedule             log-SNR schedule name (schedules.get_schedule), training = sampling
-      logsnr_min/max       its clipping range
-      parameterization     'eps' | 'x0' | 'v'; '' → the role's default (table in module doc)
-      loss_space           '' → the parameterization;  weighting: see diffusion.losses
-    sinfusion:
-      role                 'image' | 'predictor' | 'projector' | 'interpolator'
-      max_k                largest |k| of the Predictor (k ∈ [−max_k, max_k] \\ {0}; table size)
-      curriculum_stage_steps  train steps per curriculum stage (0: full range from step 0)
-      backward             allow k < 0 from the second stage on (needed for backward extrapolation)
-      eta                  DDIM η of all sampling (1: ancestral with the posterior variance, 0: ODE)
-      correction_level     t of the Projector's truncated-diffusion correction in applications
-      sample_num_frames    frames of the trainer's periodic Predictor samples
-      residual             Predictor only (x0 parameterization): the network predicts the
-                           change x_{n+k} − x_n, so x̂0 = frame n + output (copying the frame
-                           is the zero-output starting point instead of something to learn)
-      role_depth           per-role NextNet depth overriding model.depth (0: model.depth),
-                           e.g. a shallow Predictor (its receptive field limits the motion it
-                           can memorise) beside the paper-depth Projector (whose receptive
-                           field sets how diverse its samples are)
-      context_frames       Predictor only: clean frames it is conditioned on — 1 (the paper:
-                           frame n) or c > 1 (frames n, n − k, …, n − (c−1)·k on channels,
-                           so a rollout at stride k feeds back its own last c frames): one
-                           frame does not determine its motion, two give its velocity
-    sample.num_steps       50 diffusion steps for sampling (the full range t ∈ [0, 1])
-    """
-    if role not in ROLE_PARAMETERIZATION:
-        raise ConfigError(f"unknown sinfusion role {role!r}; "
-                          f"known: {sorted(ROLE_PARAMETERIZATION)}")
-    base = config_lib.vdm_defaults()
-    c = ml_collections.ConfigDict()
-    c.method = "sinfusion"
-    c.seed = 0
-    c.data = base.data
-    c.data.update(dict(
-        name="single_video", source_dir="", channels=3, num_frames=1 if role == "image" else 16,
-        resolution=0, frame_size=(0, 0), crop_fraction=0.95, temporal_crop="first",
-        num_images_per_video=0))
-    c.model = ml_collections.ConfigDict(dict(width=64, depth=16, mult=2, dtype="auto"))
-    c.diffusion = ml_collections.ConfigDict(dict(
-        schedule="cosine", logsnr_min=-20.0, logsnr_max=20.0, parameterization="",
-        loss_space="", weighting="none"))
-    c.sinfusion = ml_collections.ConfigDict(dict(
-        role=role, max_k=3, curriculum_stage_steps=2000, backward=True, eta=1.0,
-        correction_level=0.25, sample_num_frames=8, residual=False,
-        context_frames=1, role_depth=ml_collections.ConfigDict(
-            {r: 0 for r in ROLE_PARAMETERIZATION})))
-    c.train = base.train
-    c.train.batch_size, c.train.num_steps = 8, 50_000
-    c.train.lr, c.train.warmup_steps, c.train.ema_decay = 2e-4, 500, 0.995
-    c.sample = base.sample
-    c.sample.num_samples, c.sample.num_steps = 4, 50
-    c.evals = base.evals
-    c.mesh = base.mesh
-    c.sharding = base.sharding
-    return c
-
-
-def frame_shape(data_config: Any) -> tuple[int, int]:
-    """(H, W) = data.frame_size, checked against data.resolution (its shorter side);
-    (0, 0) reads it from the source file's header (no decoding)."""
-    h, w = (int(v) for v in data_config.frame_size)
-    if (h, w) == (0, 0):
-        from vdiff.data.single_video import loaded_frame_size
-
-        if not data_config.source_dir:
-            raise ConfigError("SinFusion needs data.source_dir: the video or image to train on")
-        return loaded_frame_size(data_config.source_dir, resolution=data_config.resolution)
-    if data_config.resolution and min(h, w) != data_config.resolution:
-        raise ConfigError(f"data.frame_size={(h, w)} must have its shorter side equal to "
-                          f"data.resolution={data_config.resolution} (frames are loaded that way)")
-    return h, w
-
-
-def crop_shape(data_config: Any) -> tuple[int, int]:
-    """(h, w) = round(crop_fraction · (H, W)), at least 1 pixel each (as the pipeline crops)."""
-    f = float(data_config.crop_fraction)
-    if not 0.0 < f <= 1.0:
-        raise ConfigError(f"data.crop_fraction={f} must be in (0, 1]")
-    h, w = frame_shape(data_config)
-    return max(1, round(h * f)), max(1, round(w * f))
-
-
-# --------------------------------------------------------------------------------------------
-# frame-difference curriculum (pure jax; `step` is the train state's step)
-
-
-def curriculum_k_range(step: jax.Array | int | None, *, max_k: int, stage_steps: int,
-                       backward: bool = True,
-                       num_frames: int | None = None) -> tuple[jax.Array, jax.Array]:
-    """Allowed k ∈ [lo, hi] \\ {0} at `step`.
-
-    s = ⌊step / stage_steps⌋,  hi = min(max_k, 1 + s),  lo = −min(max_k, s) (backward) else 1,
-    so stage 0 is k = 1 only, stage 1 is {−1, 1, 2}, …, stage ≥ max_k is [−max_k, max_k].
-    `step` None or stage_steps = 0 mean the end of the curriculum. With `num_frames` T the
-    range is also clipped to |k| ≤ T − 1.
-    """
-    if max_k < 1:
-        raise ValueError(f"max_k must be ≥ 1, got {max_k}")
-    if step is None or stage_steps <= 0:
-        s = jnp.asarray(max_k, jnp.int32)
-    else:
-        s = jnp.asarray(step, jnp.int32) // stage_steps
-    hi = jnp.minimum(max_k, 1 + s)
-    lo = -jnp.minimum(max_k, s) if backward else jnp.ones_like(hi)
-    if num_frames is not None:
-        hi = jnp.minimum(hi, num_frames - 1)
-        lo = jnp.where(lo < 0, jnp.maximum(lo, -(num_frames - 1)), lo)
-    return lo.astype(jnp.int32), hi.astype(jnp.int32)
-
-
-def curriculum_max_k(step: jax.Array | int | None, *, max_k: int, stage_steps: int) -> jax.Array:
-    """Largest forward k at `step`: min(max_k, 1 + ⌊step / stage_steps⌋) (max_k for None)."""
-    return curriculum_k_range(step, max_k=max_k, stage_steps=stage_steps)[1]
-
-
-def sample_frame_pair(rng: jax.Array, step: jax.Array | int | None, num_frames: int, *,
-                      max_k: int, stage_steps: int, backward: bool = True,
-                      context: int = 1) -> tuple[jax.Array, jax.Array]:
-    """(n, k), int32 scalars: k uniform on the curriculum's [lo, hi] \\ {0}, then n uniform on
-    the frames with n + k and the context frames n, n − k, …, n − (c−1)·k in [0, T): for
-    c = 1, n ∈ [max(0, −k), T − 1 − max(0, k)]."""
-    if num_frames < 1 + context:
-        raise ValueError(f"the Predictor with {context} context frame(s) needs ≥ "
-                         f"{1 + context} frames, got {num_frames}")
-    # c·|k| ≤ T − 1 keeps at least one valid n
-    lo, hi = curriculum_k_range(step, max_k=max_k, stage_steps=stage_steps, backward=backward,
-                                num_frames=(num_frames - 1) // context + 1)
-    spans_zero = lo <= 0
-    count = hi - lo + 1 - spans_zero.astype(jnp.int32)
-    rng_k, rng_n = jax.random.split(rng)
-    k = lo + jax.random.randint(rng_k, (), 0, count, jnp.int32)
-    k = jnp.where(spans_zero & (k >= 0), k + 1, k)
-    first = jnp.where(k > 0, (context - 1) * k, -k)
-    span = num_frames - context * jnp.abs(k)
-    n = first + jax.random.randint(rng_n, (), 0, span, jnp.int32)
-    return n, k
-
-
-# --------------------------------------------------------------------------------------------
-# conditioning plumbing (pure functions of float videos [B, T, h, w, C])
-
-
-class RoleInputs(NamedTuple):
-    """What one role trains on: target x0 [B,h,w,C], clean frames [B,h,w,m·C], k [B]."""
-
-    x0: jax.Array
-    cond: jax.Array | None = None
-    frame_diff: jax.Array | None = None
-
-
-def frames_at(video: jax.Array, index: jax.Array) -> jax.Array:
-    """video[b, index[b]] for every b: [B, T, h, w, C], int [B] → [B, h, w, C]."""
-    return jax.vmap(lambda v, i: jax.lax.dynamic_index_in_dim(v, i, 0, keepdims=False))(
-        video, jnp.asarray(index, jnp.int32))
-
-
-def projector_inputs(video: jax.Array, n: jax.Array) -> RoleInputs:
-    """Unconditional (image / projector): x0 = frame n."""
-    return RoleInputs(x0=frames_at(video, n))
-
-
-def predictor_inputs(video: jax.Array, n: jax.Array, k: jax.Array,
-                     context: int = 1) -> RoleInputs:
-    """Predictor: cond = frames n, n − k, …, n − (context−1)·k (clean, on channels, frame n
-    first), x0 = frame n + k, frame_diff = k."""
-    k = jnp.asarray(k, jnp.int32)
-    n = jnp.asarray(n, jnp.int32)
-    cond = jnp.concatenate([frames_at(video, n - j * k) for j in range(context)],
-                           axis=-1)
-    return RoleInputs(x0=frames_at(video, n + k), cond=cond, frame_diff=k)
-
-
-def interpolator_inputs(video: jax.Array, n: jax.Array) -> RoleInputs:
-    """Interpolator: cond = [frame n ‖ frame n + 2] on channels, x0 = frame n + 1."""
-    cond = jnp.concatenate([frames_at(video, n), frames_at(video, n + 2)], axis=-1)
-    return RoleInputs(x0=frames_at(video, n + 1), cond=cond)
-
-
-def synthetic_frames(num: int, num_frames: int, height: int, width: int,
-                     channels: int) -> jax.Array:
-    """Smooth moving blobs in [−1, 1], [num, T, H, W, C]: a stand-in conditioning video for the
-    trainer's periodic samples of the conditional roles (real frames go through the apps)."""
-    t = jnp.arange(num_frames, dtype=jnp.float32)[None, :, None, None]
-    phase = jnp.arange(num, dtype=jnp.float32)[:, None, None, None]
-    yy, xx = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32),
-                          jnp.arange(width, dtype=jnp.float32), indexing="ij")
-    cy = height / 2 + height / 4 * jnp.sin(0.3 * t + phase)
-    cx = width / 2 + width / 4 * jnp.cos(0.3 * t + phase)
-    blob = jnp.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (min(height, width) / 5) ** 2))
-    c = jnp.linspace(0.5, 1.0, channels)
-    return 2.0 * blob[..., None] * c - 1.0
-
-
-# --------------------------------------------------------------------------------------------
-# methods
+# Whole-workdir entry points (one run per role): vdiff/methods/sinfusion/sampling.py
+_APPLICATION = "vdiff.methods.sinfusion.sampling:run_sinfusion_sampling"
 
 
 class SinFusionModel(Method):
@@ -531,30 +315,3 @@ ROLES: dict[str, type[SinFusionModel]] = {
 def make_sinfusion(config: Any) -> SinFusionModel:
     """The role class named by `config.sinfusion.role`, built from `config`."""
     return SinFusionModel.create(config)
-
-
-def role_config(config: Any, role: str) -> Any:
-    """The config of one role's run: a copy with sinfusion.role set and, when the config
-    trains all roles (role 'all'), that role's train.num_steps from sinfusion.role_steps (the
-    step decay then halves the lr at each quarter)."""
-    c = config.copy_and_resolve_references()
-    with c.unlocked():
-        steps = c.sinfusion.get("role_steps", {}).get(role) if c.sinfusion.role == "all" else 0
-        c.sinfusion.role = role
-        if steps:
-            c.train.num_steps = int(steps)
-            if c.train.lr_schedule == "step":
-                c.train.lr_decay_every = max(1, int(steps) // 4)
-        if role == "image":
-            c.data.num_frames = 1
-        depth = int(c.sinfusion.get("role_depth", {}).get(role, 0))  # absent: older configs
-        if depth:
-            c.model.depth = depth
-    return c
-
-
-def training_runs(config: Any, workdir: str) -> list[tuple[Any, str]]:
-    """(config, workdir) per role to train: role 'all' → predictor, projector, interpolator."""
-    role = config.sinfusion.role
-    roles = ("predictor", "projector", "interpolator") if role == "all" else (role,)
-    return [(role_config(config, r), os.path.join(workdir, r)) for r in roles]
