@@ -56,7 +56,8 @@ def get_config(arg=None):
         c.sample.num_samples, c.sample.num_steps = 20, 128
         # one sampling batch shape for all three sampling evaluators: one compile
         guided = dict(num_steps=128, guidance_scale=2.0, batch_size=128)
-        c.evals.fvd = ml_collections.ConfigDict(dict(num_videos=512, **guided))
+        # FVD against every held-out clip: the digits test split holds 200
+        c.evals.fvd = ml_collections.ConfigDict(dict(num_videos=200, **guided))
         c.evals.digit_score = ml_collections.ConfigDict(dict(num_videos=100, **guided))
         c.evals.heldout_loss = ml_collections.ConfigDict(dict(num_batches=4, batch_size=32))
         # memorisation: fresh clips of training digits from the `large` split's extra videos
