@@ -5,7 +5,7 @@
 
 Planes 32×32 / 16×32 / 16×32 × 4 channels. Encoder and decoder are 8-block divided
 space-time transformers of width 384; bf16 compute with float32 params and rematerialised
-blocks so batch ≥ 2 fits an 80 GB GPU (benchmarks/pvdm_efficiency.py). L1 + LPIPS, the
+blocks so batch ≥ 2 fits an 80 GB GPU (benchmarks/speed/pvdm_efficiency.py). L1 + LPIPS, the
 adversarial stage from step 50k. Data: as configs/vdm_ucf.py (a local UCF-101, prepared
 on first use). `:runlocal` is a CPU smoke run on a small prepared resolution.
 """

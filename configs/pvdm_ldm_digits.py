@@ -67,7 +67,8 @@ def get_config(arg=None):
              if a.digits == "default" else {})
     c.evals.nearest_train = ml_collections.ConfigDict(dict(num_videos=64, num_fresh=256,
                                                            **fresh))
-    if a.runlocal:  # cheap evaluators, so `--mode=eval` (benchmarks/pvdm_*.sh) runs on CPU too
+    # cheap evaluators, so `--mode=eval` (benchmarks/studies/pvdm_*.sh) runs on CPU too
+    if a.runlocal:
         c.evals.digit_score.update(num_videos=2, num_steps=4)
         c.evals.heldout_loss.update(num_batches=1, batch_size=4)
         c.evals.nearest_train = ml_collections.ConfigDict(dict(num_videos=2, num_fresh=4,
@@ -97,7 +98,7 @@ def get_config(arg=None):
         c.sample.num_samples, c.sample.num_steps = 2, 4
     # Each example is one whole stored video (16 frames; 8 in `tiny`) with no flips, so its
     # latents never change: encode the training set once instead of every step (3.3x fewer
-    # FLOPs per step, benchmarks/pvdm_latent_cache.py). Other clip lengths encode per batch.
+    # FLOPs per step, benchmarks/speed/pvdm_latent_cache.py). Other clip lengths encode per batch.
     c.pvdm.cache_latents = c.data.num_frames == (8 if a.runlocal else 16)
     if a.steps:
         c.train.num_steps = a.steps

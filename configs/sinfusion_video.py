@@ -12,7 +12,7 @@ the rest are held out for next-frame evaluation (`--mode=eval`). The Predictor s
 frame, as in the paper; `--config.sinfusion.context_frames=3` conditions it on three, which
 beats copying the last frame on carphone's held-out frames (docs/results.md, SinFusion), best with a
 shallow Predictor beside the paper-depth Projector: `--config.sinfusion.role_depth.predictor=2`
-(benchmarks/sinfusion_showcase.sh has the whole setting).
+(benchmarks/studies/sinfusion_showcase.sh has the whole setting).
 """
 
 import ml_collections

@@ -21,6 +21,7 @@ from tests.helpers import REPO
 
 MAIN = "vdiff.main"
 DIGITS = f"--config={REPO}/configs/vdm_digits.py:runlocal"
+INTERPOLATION = f"--config={REPO}/configs/interpolation.py"
 
 
 def _files(root) -> dict[str, str]:
@@ -83,6 +84,17 @@ CASES = [
                                               "--mode=sample", "--application=super_resolve",
                                               "--input_video={short_8px}"],
      r"has 2 frames; need ≥"),
+    # vdiff.main: the training-free interpolation method
+    ("main-interpolation-train", MAIN, [INTERPOLATION, "--workdir={empty_workdir}"],
+     r"training-free.*nothing to train"),
+    ("main-interpolation-eval", MAIN, [INTERPOLATION, "--workdir={empty_workdir}",
+                                       "--mode=eval"], r"training-free.*no run to evaluate"),
+    ("main-interpolation-sampler", MAIN, [INTERPOLATION, "--workdir={empty_workdir}",
+                                          "--mode=sample", "--application=interpolate",
+                                          "--sampler=pc"], r"DDIM only.*--sampler=pc"),
+    ("main-interpolation-application", MAIN, [INTERPOLATION, "--workdir={empty_workdir}",
+                                               "--mode=sample", "--application=unconditional"],
+     r"unknown application 'unconditional'.*application is 'interpolate'"),
     # evaluation CLIs
     ("fvd-missing", "vdiff.eval.fvd", ["{missing_dir}", "{ok}"], r"no such file or folder"),
     ("fvd-empty", "vdiff.eval.fvd", ["{empty}", "{ok}"], r"could not decode video"),

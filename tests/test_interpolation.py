@@ -1,7 +1,9 @@
 """Image interpolation with a latent diffusion model (Wang & Golland 2023): slerp, noise
 profiles, the DID tree, exact DDIM on a Gaussian model, seeding, textual inversion and its
 cache, CLIP ranking against transformers, the BPE tokenizer against transformers, and the
-CLI end to end on a tiny diffusers Stable Diffusion folder (with and without ControlNet)."""
+CLI end to end on a tiny diffusers Stable Diffusion folder (with and without ControlNet) and
+on a micro DreamPose run, where `vdiff.main --config=configs/interpolation.py` writes the same
+outputs as the CLI."""
 
 from __future__ import annotations
 
@@ -657,9 +659,55 @@ def test_cli_dreampose_run(micro_run, tmp_path):
         cli.run(_dp_args(micro_run, tmp_path / "e", *kp, f"--sd={tmp_path}"))
     for bad in ("--prompt_a=a cat", "--negative=blur", "--inversion_steps=3",
                 f"--controlnet={tmp_path}"):
-        with pytest.raises(ConfigError, match="for --sd models only"):
+        with pytest.raises(ConfigError, match="for sd models only"):
             cli.run(_dp_args(micro_run, tmp_path / "e", *kp, bad))
-    with pytest.raises(ConfigError, match="needs --keypoints_a"):
+    with pytest.raises(ConfigError, match="needs keypoints_a"):
         cli.run(_dp_args(micro_run, tmp_path / "e"))
     assert cli.main([f"--dreampose_run={tmp_path / 'none'}", *kp, "--image_a=a.png",
                      "--image_b=b.png", f"--out={tmp_path / 'e'}"]) == 2
+
+
+def _vdiff_main(*argv: str) -> int:
+    """`python -m vdiff.main ARGV` in this process: the models and compiled functions the
+    CLI tests loaded are reused (vdiff.interpolation.runner caches them). The config flag
+    reads its --config.KEY overrides from sys.argv."""
+    import sys
+
+    from absl import flags
+
+    from vdiff import main as vdiff_main
+    saved, sys.argv = sys.argv, ["vdiff.main", *argv]
+    flags.FLAGS.unparse_flags()
+    try:
+        vdiff_main.parse_flags(sys.argv)
+        return vdiff_main.main(["vdiff.main"])
+    finally:
+        flags.FLAGS.unparse_flags()
+        sys.argv = saved
+
+
+def test_main_config_writes_what_the_cli_writes(micro_run, tmp_path):
+    """`vdiff.main --config=configs/interpolation.py --mode=sample` and the CLI give the same
+    frames and run.json for one seed; --num_steps, --num_frames and --seed map to the DDIM
+    steps, the frame count and the seed, --output_dir to the output folder."""
+    from tests.helpers import REPO
+    from vdiff.interpolation import cli
+
+    kp = [f"--keypoints_a={micro_run / 'a.json'}", f"--keypoints_b={micro_run / 'b.json'}"]
+    cli_info = cli.run(_dp_args(micro_run, tmp_path / "cli", *kp, "--num_frames=4",
+                                "--ddim_steps=4", "--seed=5"), log=lambda s: None)
+    key = "--config.interpolation."
+    rc = _vdiff_main(
+        f"--config={REPO}/configs/interpolation.py", f"--workdir={tmp_path / 'w'}",
+        "--mode=sample", "--application=interpolate", "--num_steps=4", "--num_frames=4",
+        "--seed=5", f"--output_dir={tmp_path / 'main'}",
+        f"{key}dreampose_run={micro_run / 'run'}", f"{key}image_a={micro_run / 'a.png'}",
+        f"{key}image_b={micro_run / 'b.png'}", f"{key}keypoints_a={micro_run / 'a.json'}",
+        f"{key}keypoints_b={micro_run / 'b.json'}")
+    assert rc == 0
+    assert os.path.isfile(tmp_path / "main" / "interpolation.mp4")
+    np.testing.assert_array_equal(_frames(tmp_path / "main"), _frames(tmp_path / "cli"))
+    runs = [cli_info, json.load(open(tmp_path / "main" / "run.json"))]
+    for r in runs:  # all but the output paths and the timing
+        del r["args"]["out"], r["video"], r["sampling_seconds"]
+    assert json.loads(json.dumps(runs[0], default=str)) == runs[1]

@@ -136,3 +136,27 @@ def test_input_video_size_error(tmp_path):
     video_io.write_video(path, np.zeros((3, 20, 20, 1), np.uint8))
     with pytest.raises(InputError, match="20x20 but this application needs 16x16"):
         sampling.load_input_video(path, channels=1, size=16, min_frames=1)
+
+
+def test_options_resolve_config_then_application_then_flags():
+    import ml_collections
+
+    config = ml_collections.ConfigDict(dict(
+        sample=dict(sampler="ddim", num_steps=32, guidance_scale=2.0, fps=4, num_samples=20),
+        apps=dict(extend=dict(num_steps=16, num_frames=64, conditioning="replacement"))))
+    free = sampling.SampleOptions.resolve(config, {"application": "unconditional"})
+    assert (free.sampler, free.num_steps, free.guidance_scale, free.fps) == ("ddim", 32, 2.0, 4)
+    assert free.num_samples == sampling.SampleOptions.num_samples  # periodic count stays apart
+    ext = sampling.SampleOptions.resolve(config, {"application": "extend", "num_steps": 8})
+    assert (ext.num_steps, ext.num_frames, ext.conditioning) == (8, 64, "replacement")
+    assert ext.sampler == "ddim"
+    bare = sampling.SampleOptions.resolve(ml_collections.ConfigDict(), {})
+    assert bare == sampling.SampleOptions()
+
+
+def test_options_resolve_rejects_unknown_application_settings():
+    import ml_collections
+
+    config = ml_collections.ConfigDict(dict(apps=dict(extend=dict(num_frame=64))))
+    with pytest.raises(ConfigError, match=r"config.apps.extend has unknown settings \['num_frame'\]"):
+        sampling.SampleOptions.resolve(config, {"application": "extend"})

@@ -523,3 +523,10 @@ def test_shrinkage_maximises_the_mean_psnr_not_the_pooled_squared_error():
     assert best_shrinkage(prev, d, r) == 0.0
     # per-pair optima agree: both at ½ (a 2× prediction on both pairs)
     assert best_shrinkage(prev, d, 2 * d) == 0.5
+
+
+def test_sampler_names_map_to_ddim_eta():
+    assert apps.eta_of_sampler("ddim", 0.7) == 0.0
+    assert apps.eta_of_sampler("ancestral", 0.7) == 0.7
+    with pytest.raises(ConfigError, match="SinFusion samples with the DDIM family"):
+        apps.eta_of_sampler("dpmpp_2m", 1.0)

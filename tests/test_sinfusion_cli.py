@@ -81,6 +81,29 @@ def test_temporal_upsampling_keeps_the_input_frames(video_run, tmp_path):
     np.testing.assert_allclose(videos[0, ::4], real, atol=1)
 
 
+def test_applications_honour_the_shared_sampling_flags(video_run, tmp_path):
+    """--sampler/--num_steps change what is sampled (and are recorded); samplers outside the
+    DDIM family and guidance end as one line with exit 2."""
+    flags = ("--mode=sample", "--application=upsample", "--num_frames=2", "--num_samples=1")
+    _main(VIDEO_CONFIG, video_run, *flags, "--sampler=ddim", "--num_steps=3",
+          f"--output_dir={tmp_path / 'ddim'}")
+    _main(VIDEO_CONFIG, video_run, *flags, f"--output_dir={tmp_path / 'default'}")
+    info = json.loads((tmp_path / "ddim" / "info.json").read_text())
+    assert (info["sampler"], info["num_steps"]) == ("ddim", 3)
+    default = json.loads((tmp_path / "default" / "info.json").read_text())
+    assert (default["sampler"], default["num_steps"]) == ("ancestral", 4)  # config.sample
+    ddim, ancestral = _samples(tmp_path / "ddim"), _samples(tmp_path / "default")
+    assert not np.array_equal(ddim[:, 1], ancestral[:, 1])  # the in-between frame
+    for bad, message in (("--sampler=dpmpp_2m", "SinFusion samples with the DDIM family"),
+                         ("--guidance_scale=2", "SinFusion models are unconditional")):
+        out = subprocess.run([sys.executable, "-m", "vdiff.main",
+                              f"--config={VIDEO_CONFIG}:runlocal", f"--workdir={video_run}",
+                              *flags, bad], cwd=REPO, capture_output=True, text=True,
+                             timeout=600)
+        assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
+        assert "Traceback" not in out.stderr
+
+
 def test_video_from_the_projector_and_eval(video_run, tmp_path):
     _main(VIDEO_CONFIG, video_run, "--mode=sample", "--application=video", "--start_frame=-1",
           "--num_frames=5", "--num_samples=1", f"--output_dir={tmp_path}")

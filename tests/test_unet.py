@@ -188,7 +188,7 @@ def test_class_embedding_starts_as_strong_as_the_noise_level_embedding(dim):
     """At init, changing the class moves the conditioning vector about as far as changing the
     noise level does. With a small table (N(0, 0.02²)) the class signal was ~17× weaker (ratio 0.058) and a
     class-conditional model needed thousands of Adam steps before it used its label
-    (benchmarks/class_conditioning_synthetic.py)."""
+    (benchmarks/studies/class_conditioning_synthetic.py)."""
     from vdiff.nn.embeddings import ConditioningEmbedding
 
     module = ConditioningEmbedding(dim, num_classes=10)

@@ -94,7 +94,7 @@ def vdm_defaults() -> ml_collections.ConfigDict:
         remat="none",  # per block: 'none', 'dots' (keep conv/matmul outputs) or 'full'
         # GroupNorm → FiLM → SiLU as one Pallas (Triton) kernel, vdiff.nn.fused_norm: 'off',
         # 'on' (GPU; pure JAX elsewhere) or 'auto'. Off until the kernel has been measured on
-        # a GPU (benchmarks/fused_norm.py); then 'auto' turns it on on GPUs. Same parameters.
+        # a GPU (benchmarks/speed/fused_norm.py); then 'auto' turns it on on GPUs. Same parameters.
         fused_norm="off",
     ))
 
@@ -141,7 +141,11 @@ def vdm_defaults() -> ml_collections.ConfigDict:
         prng_impl="threefry2x32",
     ))
 
+    # One sampling concept for every method: periodic samples, `--mode=sample` and the
+    # sampling evaluators start from these (a flag given on the command line wins, and
+    # `config.apps.<application>` overrides them for one application).
     c.sample = ml_collections.ConfigDict(dict(
+        sampler="ancestral",  # ancestral | ddim | pc | dpmpp_2m
         num_samples=8,
         num_steps=128,
         gamma=0.3,
@@ -162,6 +166,9 @@ def vdm_defaults() -> ml_collections.ConfigDict:
     # c.evals.fvd = dict(num_videos=256). Run on the EMA params every train.eval_every steps
     # and by --mode=eval; results go to TensorBoard and WORKDIR/eval.jsonl.
     c.evals = ml_collections.ConfigDict()
+    # Per-application `--mode=sample` settings, any SampleOptions field (vdiff/sampling.py),
+    # e.g. c.apps.extend = dict(num_frames=64, sampler='ddim', num_steps=32).
+    c.apps = ml_collections.ConfigDict()
 
     c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1, 1)))  # (data, fsdp, tensor)
     c.sharding = ml_collections.ConfigDict(dict(logical_axis_rules=()))  # () = defaults

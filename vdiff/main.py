@@ -30,16 +30,21 @@ flags.DEFINE_bool("multiprocess", False,
                   "vdiff/distributed.py and launch/.")
 flags.mark_flags_as_required(["workdir"])  # --config too for train (checked below)
 
-# --mode=sample options (see vdiff/sampling.py).
+# --mode=sample options (vdiff/sampling.py SampleOptions). sampler, num_steps,
+# guidance_scale and fps default to the config's `sample` settings, any option to its
+# `apps.<application>` settings; the defaults shown here apply when the config sets neither.
 flags.DEFINE_string("application", "unconditional",
-                    "What to sample: an application of the run's method (its `applications`; "
+                    "What to sample (default: the method's default application, `unconditional`"
+                    " for all but interpolation's `interpolate`): an application of the run's "
+                    "method (its `applications`; "
                     "VDM: unconditional | extend | interpolate | super_resolve, vdm_sr: "
                     "super_resolve, PVDM: unconditional | extend, SinFusion: images | edit | "
                     "video | extrapolate | upsample, see vdiff/methods/sinfusion/sampling.py).")
 flags.DEFINE_string("sampler", "ancestral", "ancestral | ddim | pc | dpmpp_2m")
 flags.DEFINE_integer("num_steps", 128, "Sampler steps.")
 flags.DEFINE_integer("num_samples", 4, "Videos to sample.")
-flags.DEFINE_integer("num_frames", 0, "Output length for --application=extend (0: 4 windows).")
+flags.DEFINE_integer("num_frames", 0, "Output length (extend: 0 is 4 windows; PVDM, SinFusion "
+                     "and interpolation: 0 is the method's default).")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_integer("label", -1, "Class label for class-conditional models (-1: cycle).")
 flags.DEFINE_float("guidance_scale", 0.0, "Classifier-free guidance weight w.")
@@ -59,6 +64,10 @@ flags.DEFINE_integer("start_frame", 0,
                      "the first frame with the Projector).")
 flags.DEFINE_enum("direction", "forward", ["forward", "backward"], "SinFusion extrapolate.")
 flags.DEFINE_integer("upsample_factor", 2, "SinFusion upsample: 2 or 4.")
+SAMPLE_FLAGS = ("application", "sampler", "num_steps", "num_samples", "num_frames", "seed",
+                "label", "guidance_scale", "conditioning", "recon_weight", "sr_factor",
+                "input_video", "output_dir", "input_image", "noise_level", "height", "width",
+                "start_frame", "direction", "upsample_factor")
 
 
 class _QuietLibraries(py_logging.Filter):
@@ -98,17 +107,10 @@ def main(argv: list[str]) -> int:
         run_eval.evaluate_workdir(config, FLAGS.workdir)
     else:
         from vdiff import sampling
-        opts = sampling.SampleOptions(
-            application=FLAGS.application, sampler=FLAGS.sampler, num_steps=FLAGS.num_steps,
-            num_samples=FLAGS.num_samples, num_frames=FLAGS.num_frames, seed=FLAGS.seed,
-            label=FLAGS.label, guidance_scale=FLAGS.guidance_scale,
-            conditioning=FLAGS.conditioning, recon_weight=FLAGS.recon_weight,
-            sr_factor=FLAGS.sr_factor, input_video=FLAGS.input_video,
-            output_dir=FLAGS.output_dir, input_image=FLAGS.input_image,
-            noise_level=FLAGS.noise_level, height=FLAGS.height, width=FLAGS.width,
-            start_frame=FLAGS.start_frame, direction=FLAGS.direction,
-            upsample_factor=FLAGS.upsample_factor)
-        sampling.run_sampling(config, FLAGS.workdir, opts)
+        # flags given on the command line win over the config's sample / apps settings
+        given = {name: FLAGS[name].value for name in SAMPLE_FLAGS if FLAGS[name].present}
+        sampling.run_sampling(config, FLAGS.workdir,
+                              sampling.SampleOptions.resolve(config, given))
     return 0
 
 

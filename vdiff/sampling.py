@@ -52,6 +52,11 @@ from vdiff.train import sharding
 from vdiff.core.pixels import to_unit_range
 
 
+# `config.sample` keys that are also the defaults of `--mode=sample` (SampleOptions.resolve);
+# sample.num_samples stays the periodic samples' count (the CLI default is 4 videos).
+SHARED_SAMPLE_SETTINGS = ("sampler", "num_steps", "guidance_scale", "fps")
+
+
 @dataclasses.dataclass
 class SampleOptions:
     application: str = "unconditional"
@@ -77,6 +82,29 @@ class SampleOptions:
     start_frame: int = 0  # video/extrapolate: real frame to start from (video: -1 = Projector)
     direction: str = "forward"  # extrapolate: forward | backward
     upsample_factor: int = 2  # upsample: 2 or 4
+
+    @classmethod
+    def resolve(cls, config: Any, given: dict[str, Any]) -> "SampleOptions":
+        """The options of one `--mode=sample` call, from (later wins) the defaults above,
+        the config's shared sampling settings (`config.sample`: sampler, num_steps,
+        guidance_scale, fps), its `config.apps.<application>` settings, and `given` (the
+        flags set on the command line)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(given) - fields
+        if unknown:
+            raise ConfigError(f"unknown sampling options {sorted(unknown)}")
+        sample = config.get("sample") or {}
+        values = {k: sample[k] for k in SHARED_SAMPLE_SETTINGS if k in sample}
+        application = given.setdefault("application",
+                                       method_class(config).default_application)
+        app_settings = dict((config.get("apps") or {}).get(application) or {})
+        unknown = set(app_settings) - fields - {"application"}
+        if unknown:
+            raise ConfigError(f"config.apps.{application} has unknown settings "
+                              f"{sorted(unknown)}; known: {sorted(fields - {'application'})}")
+        values.update(app_settings)
+        values.update(given)
+        return cls(**values)
 
     def check(self) -> None:
         """Checks the options any application reads; the application itself is looked up

@@ -62,9 +62,9 @@ KEY_RULES: dict[str, str] = {
     "data.data_dir": "given", "data.read_threads": "given", "data.worker_count": "given",
     "data.build_if_missing": "given",
     "sinfusion.sample_num_frames": "given", "sinfusion.correction_level": "given",
-    "sinfusion.eta": "given", "pvdm.sample_num_frames": "given", "pvdm.sampler": "given",
+    "sinfusion.eta": "given", "pvdm.sample_num_frames": "given",
     "pvdm.sample_labels": "given", "pvdm.autoencoder_workdir": "given",
-    "dreampose.s_image": "given", "dreampose.s_pose": "given", "dreampose.sampler": "given",
+    "dreampose.s_image": "given", "dreampose.s_pose": "given",
     # training only: losses, augmentation, curricula
     "train": "run", "model.dropout": "run", "diffusion.cond_drop_prob": "run",
     "diffusion.loss_space": "run", "diffusion.weighting": "run", "data.random_flip": "run",

@@ -108,7 +108,7 @@ def parse_choices(spec: str | None) -> dict[int, int]:
             f, c = part.split(":")
             out[int(f)] = int(c)
         except ValueError:
-            raise ConfigError(f"--choices entries are FRAME:CANDIDATE, got {part!r}") from None
+            raise ConfigError(f"choices entries are FRAME:CANDIDATE, got {part!r}") from None
     return out
 
 

@@ -3,7 +3,7 @@
 Every class subclasses `vdiff.methods.base.Method`; class-level hooks (`runs`,
 `applications`, `workdir_evaluation`) work before a config names a concrete class (a
 SinFusion config with role 'all' trains three). Each method is a package here (vdm, pvdm,
-sinfusion, dreampose) whose `__init__` re-exports its public names."""
+sinfusion, dreampose, interpolation) whose `__init__` re-exports its public names."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ METHODS: dict[str, str] = {
     "pvdm_ldm": "vdiff.methods.pvdm.latent:PVDMLatentStage",
     "dreampose": "vdiff.methods.dreampose.stages:DreamPose",
     "dreampose_vae": "vdiff.methods.dreampose.stages:DreamPoseVAE",
+    "interpolation": "vdiff.methods.interpolation.method:Interpolation",  # training-free
 }
 
 def method_class(config: Any) -> type[Method]:

@@ -58,6 +58,7 @@ class Method(abc.ABC):
 
     applications: ClassVar[Mapping[str, str]]  # required in every subclass
     application_hint: ClassVar[str] = ""
+    default_application: ClassVar[str] = "unconditional"  # --mode=sample without --application
     evaluators: ClassVar[tuple[str, ...]] = ()
     workdir_evaluation: ClassVar[str] = ""
     host_sample: ClassVar[bool] = False

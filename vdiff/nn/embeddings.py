@@ -63,7 +63,7 @@ class ConditioningEmbedding(nn.Module):
             # Unit-scale entries, as large as the time embedding: Adam moves each entry by
             # about lr per step, so from N(0, 0.02²) the class signal stays drowned by the
             # time signal for thousands of steps (a class-conditional latent model ignored
-            # its class after 2k steps; benchmarks/class_conditioning_synthetic.py).
+            # its class after 2k steps; benchmarks/studies/class_conditioning_synthetic.py).
             table = nn.Embed(
                 self.num_classes + 1, self.dim, dtype=self.dtype, name="class_embed",
                 embedding_init=P.partitioned(nn.initializers.normal(1.0), (P.VOCAB, P.MLP)))

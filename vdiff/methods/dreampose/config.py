@@ -23,8 +23,8 @@ def dreampose_defaults(stage: str) -> ml_collections.ConfigDict:
       attention_impl
     dreampose: stage, init_from (previous stage's workdir), base_vae (tiny: vae_pretrain
       workdir), p_image, p_pose, p_both (condition dropout), train_parts (params that
-      train in diffusion stages), kl_weight, l1_weight (VAE stages), s_image, s_pose,
-      sampler (periodic samples)
+      train in diffusion stages), kl_weight, l1_weight (VAE stages), s_image, s_pose
+    sample: sampler and num_steps of the periodic samples
     """
     if stage not in DIFFUSION_STAGES + VAE_STAGES:
         raise ConfigError(f"unknown DreamPose stage {stage!r}")
@@ -42,14 +42,14 @@ def dreampose_defaults(stage: str) -> ml_collections.ConfigDict:
     c.dreampose = ml_collections.ConfigDict(dict(
         stage=stage, init_from="", base_vae="", p_image=0.05, p_pose=0.05, p_both=0.05,
         train_parts=("unet", "adapter"), kl_weight=1e-4, l1_weight=1.0, s_image=2.0,
-        s_pose=4.0, sampler="ddim"))
+        s_pose=4.0))
     c.train = base.train
     c.train.update(dict(batch_size=8, num_steps=1000, lr=5e-5, warmup_steps=0, ema_decay=0.0,
                         log_every=50, checkpoint_every=1000, sample_every=0,
                         async_checkpoints=False, keep_checkpoints=1))
     c.sample = base.sample
-    c.sample.update(dict(num_samples=4, num_steps=25))
-    c.evals = base.evals
+    c.sample.update(dict(sampler="ddim", num_samples=4, num_steps=25))
+    c.evals, c.apps = base.evals, base.apps
     c.mesh = base.mesh
     c.sharding = base.sharding
     return c

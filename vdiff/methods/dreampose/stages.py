@@ -166,7 +166,7 @@ class DreamPose(Method):
         d = self.config.dreampose
         video = animate(self.model, params, photos["frames"][0], poses, rng,
                         s_image=float(d.s_image), s_pose=float(d.s_pose),
-                        num_steps=num_steps, sampler=d.sampler)
+                        num_steps=num_steps, sampler=self.config.sample.get("sampler", "ddim"))
         return video[None]
 
 

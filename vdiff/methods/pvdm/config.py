@@ -43,7 +43,6 @@ def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
       cond_prob             λ: probability of conditioning on the previous clip (0: off);
                             data.num_frames must be 2S when λ > 0
       sample_num_frames     length of the trainer's periodic samples (0: data.num_frames)
-      sampler               sampler of periodic samples and FVD ('ancestral', 'ddim', ...)
       cache_latents         encode every training example once at the start and train from
                             the cached latents (no encoder in the train step: at the digits
                             setting the frozen encoder is 70 % of the step's FLOPs). Needs
@@ -82,13 +81,13 @@ def pvdm_defaults(stage: str) -> ml_collections.ConfigDict:
         adaptive_max_weight=1.0, disc_channels=64, disc_layers=3, disc_lr=1e-4,
         disc_b1=0.5, disc_b2=0.9, latent_noise=0.0,
         autoencoder_workdir="", clip_frames=16, cond_prob=0.5, sample_num_frames=0,
-        sampler="ddim", cache_latents=False, sample_labels=()))
+        cache_latents=False, sample_labels=()))
     c.train = base.train
     c.train.update(dict(batch_size=8, num_steps=100_000, lr=1e-4, warmup_steps=0, b1=0.9,
                         b2=0.999, weight_decay=0.0, ema_decay=0.0))
     c.sample = base.sample
-    c.sample.num_steps = 100
-    c.evals = base.evals
+    c.sample.sampler, c.sample.num_steps = "ddim", 100
+    c.evals, c.apps = base.evals, base.apps
     c.mesh = base.mesh
     c.sharding = base.sharding
     return c

@@ -286,7 +286,7 @@ class PVDMLatentStage(Method):
         """The trainer's periodic samples and the sampling evaluators: `num_frames` frames
         per video; a class-conditional model's labels default to `sample_labels(num_samples)`."""
         del unused
-        sampler = self.config.pvdm.sampler
+        sampler = self.config.sample.get("sampler", "ddim")
         kwargs = {"gamma": gamma} if sampler == "ancestral" else {}
         return self.generate_long_video(params, rng, num_samples, self.num_frames,
                                         sampler=sampler, num_steps=num_steps, labels=labels,

@@ -27,8 +27,21 @@ import jax
 import jax.numpy as jnp
 
 from vdiff.diffusion import samplers
+from vdiff.errors import ConfigError
 
 Array = jax.Array
+
+# The shared sampler names SinFusion answers (it samples with the DDIM family only).
+SAMPLERS = ("ancestral", "ddim")
+
+
+def eta_of_sampler(sampler: str, eta: float) -> float:
+    """DDIM η of a sampler name: 'ancestral' is η = `eta` (sinfusion.eta; 1 is ancestral
+    sampling with the posterior variance), 'ddim' is η = 0, the deterministic ODE sampler."""
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"SinFusion samples with the DDIM family: sampler 'ancestral' "
+                          f"(η = sinfusion.eta) or 'ddim' (η = 0), not {sampler!r}")
+    return float(eta) if sampler == "ancestral" else 0.0
 
 
 def _steps_eta(method: Any, num_steps: int | None, eta: float | None) -> tuple[int, float]:

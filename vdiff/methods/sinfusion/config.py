@@ -83,7 +83,7 @@ def sinfusion_defaults(role: str = "predictor") -> ml_collections.ConfigDict:
     c.train.lr, c.train.warmup_steps, c.train.ema_decay = 2e-4, 500, 0.995
     c.sample = base.sample
     c.sample.num_samples, c.sample.num_steps = 4, 50
-    c.evals = base.evals
+    c.evals, c.apps = base.evals, base.apps
     c.mesh = base.mesh
     c.sharding = base.sharding
     return c

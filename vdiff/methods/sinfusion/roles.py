@@ -113,7 +113,7 @@ class SinFusionModel(Method):
         self.schedule = schedules.get_schedule(
             diff.schedule, logsnr_min=diff.logsnr_min, logsnr_max=diff.logsnr_max)
         self.num_sample_steps = int(config.sample.num_steps)
-        self.eta = float(s.eta)
+        self.eta = apps.eta_of_sampler(config.sample.get("sampler", "ancestral"), s.eta)
         self.correction_level = float(s.correction_level)
 
     # -- shapes -------------------------------------------------------------
@@ -207,7 +207,7 @@ class SinFusionModel(Method):
         """Periodic training samples [N, T', H, W, C] in [−1, 1] (trainer's entry point).
 
         `guidance_scale` and `gamma` are accepted for the trainer's call and ignored (no
-        class conditioning; sampling is DDIM with `sinfusion.eta`).
+        class conditioning; sampling is DDIM with η from `sample.sampler`, `eta_of_sampler`).
         """
 
 

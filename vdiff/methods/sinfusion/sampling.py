@@ -10,6 +10,9 @@ interpolator}`); each application restores the roles it needs:
     extrapolate  forward or backward (--direction) from real frame --start_frame
     upsample     ×2 / ×4 frame rate (--upsample_factor) of the training video
                  (or --input_video) with Interpolator + Projector
+
+Every application samples with the shared options: --sampler=ancestral (DDIM with
+η = sinfusion.eta) or ddim (η = 0) and --num_steps, by default the config's `sample` settings.
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ def run_sinfusion_sampling(config: Any, workdir: str, opts: Any) -> str:
     app = opts.application
     if app not in ROLES_NEEDED:
         raise ConfigError(f"SinFusion applications are {sorted(ROLES_NEEDED)}; got {app!r}")
+    if opts.guidance_scale:
+        raise ConfigError("SinFusion models are unconditional: --guidance_scale does not apply")
+    # the shared sampling options: DDIM with η from the sampler name, opts.num_steps steps
+    sampling = dict(num_steps=opts.num_steps,
+                    eta=apps.eta_of_sampler(opts.sampler, config.sinfusion.eta))
     mesh = sharding.make_mesh((1, -1, 1))  # one sample at a time, params replicated
     roles = ROLES_NEEDED[app]
     if app in ("images", "edit") and not os.path.isdir(os.path.join(workdir, "image")):
@@ -74,7 +82,7 @@ def run_sinfusion_sampling(config: Any, workdir: str, opts: Any) -> str:
             h, w = method.frame_shape()
             if app == "images":
                 fn = jax.jit(lambda p, r: apps.generate_images(
-                    method, p, r, n, opts.height or h, opts.width or w))
+                    method, p, r, n, opts.height or h, opts.width or w, **sampling))
                 out = fn(params, rng)[:, None]
             else:
                 if not opts.input_image:
@@ -83,7 +91,8 @@ def run_sinfusion_sampling(config: Any, workdir: str, opts: Any) -> str:
                                     channels=method.channels)[0]
                 x = jnp.broadcast_to(to_unit_range(jnp.asarray(image)),
                                      (n, *image.shape))
-                fn = jax.jit(lambda p, r, x: apps.edit_image(method, p, r, x, opts.noise_level))
+                fn = jax.jit(lambda p, r, x: apps.edit_image(method, p, r, x, opts.noise_level,
+                                                           **sampling))
                 out = jnp.stack([x, fn(params, rng, x)], axis=1)  # input, edit
         elif app in ("video", "extrapolate"):
             (pred, p_pred, _), (proj, p_proj, _) = restored["predictor"], restored["projector"]
@@ -92,7 +101,7 @@ def run_sinfusion_sampling(config: Any, workdir: str, opts: Any) -> str:
             rngs = jax.random.split(rng, n)
             if app == "video" and opts.start_frame < 0:
                 h, w = proj.frame_shape()
-                first = jax.jit(lambda p, r: apps.generate_images(proj, p, r, n, h, w))(
+                first = jax.jit(lambda p, r: apps.generate_images(proj, p, r, n, h, w, **sampling))(
                     p_proj, jax.random.fold_in(rng, 1))
             else:
                 if not 0 <= opts.start_frame < len(frames):
@@ -107,7 +116,8 @@ def run_sinfusion_sampling(config: Any, workdir: str, opts: Any) -> str:
             history = (jnp.asarray(frames[past]) if opts.start_frame >= 0 and past
                        and all(0 <= i < len(frames) for i in past) else None)
             one = jax.jit(lambda pp, pj, r, f: apps.extrapolate(
-                pred, proj, pp, pj, r, f, length, direction=direction, history=history))
+                pred, proj, pp, pj, r, f, length, direction=direction, history=history,
+                **sampling))
             out = jnp.stack([jax.block_until_ready(one(p_pred, p_proj, rngs[i], first[i]))
                              for i in progress.track(range(n), f"sampling {app}", unit="videos")])
             info["direction"] = opts.direction
@@ -117,15 +127,15 @@ def run_sinfusion_sampling(config: Any, workdir: str, opts: Any) -> str:
             if opts.num_frames:
                 frames = frames[:opts.num_frames]
             fn = jax.jit(lambda pi, pj, r, v: apps.temporal_upsample(
-                interp, proj, pi, pj, r, v, factor=opts.upsample_factor))
+                interp, proj, pi, pj, r, v, factor=opts.upsample_factor, **sampling))
             out = jnp.stack([jax.block_until_ready(fn(p_int, p_proj, jax.random.fold_in(rng, i),
                                                       jnp.asarray(frames)))
                              for i in progress.track(range(n), f"sampling {app}", unit="videos")])
     videos = np.asarray(jax.device_get(out))
-    # SinFusion's applications use their own sampler: the name has no sampler part.
     directory = opts.output_dir or outputs.unique_output_dir(os.path.join(
         workdir, "samples", outputs.sample_dir_name(app, step=max(steps.values()),
-                                                    seed=opts.seed)))
+                                                    seed=opts.seed, sampler=opts.sampler,
+                                                    num_steps=opts.num_steps)))
     info["frames"] = int(videos.shape[1])
     outputs.write_videos(videos, directory, fps=opts.fps, info=info)
     logging.info("wrote %d SinFusion %s outputs of %d frames to %s", len(videos), app,

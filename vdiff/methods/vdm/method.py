@@ -190,9 +190,11 @@ class VDM(Method):
     def sample(self, params: Any, rng: jax.Array, *, num_samples: int,
                labels: jax.Array | None = None, num_steps: int = 128,
                guidance_scale: float = 0.0, gamma: float = 0.3,
-               sampler: str = "ancestral") -> jax.Array:
-        """Samples in [−1, 1], shape [N, T, H, W, C], from `sampler` (x̂0 clipped to the
-        pixel range at every step; `gamma` is the ancestral sampler's variance mix)."""
+               sampler: str | None = None) -> jax.Array:
+        """Samples in [−1, 1], shape [N, T, H, W, C], from `sampler` (default
+        `sample.sampler`; x̂0 clipped to the pixel range at every step; `gamma` is the
+        ancestral sampler's variance mix)."""
+        sampler = sampler or self.config.sample.get("sampler", "ancestral")
         d = self.config.data
         shape = (num_samples, d.num_frames, d.resolution, d.resolution, self.channels)
         if labels is None:
