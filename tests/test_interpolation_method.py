@@ -74,5 +74,5 @@ def test_training_free_method_refuses_training_and_evaluation():
         with pytest.raises(ConfigError, match="training-free"):
             call()
     assert Interpolation.application("interpolate") is interpolate
-    with pytest.raises(ConfigError, match="--application=interpolate"):
+    with pytest.raises(ConfigError, match="application is .interpolate."):
         Interpolation.application("unconditional")
