@@ -26,3 +26,16 @@ import pytest  # noqa: E402
 def _compilation_cache():
     from vdiff import runtime
     return runtime.setup_compilation_cache()
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """The tiny moving-digits dataset (`vdm_digits:runlocal`), built once per test worker
+    in-process, for the end-to-end runs of `vdiff.main`."""
+    from tests.helpers import load_config
+    from vdiff.data import pipeline
+    path = str(tmp_path_factory.mktemp("datasets"))
+    config = load_config("vdm_digits", "runlocal")
+    config.data.data_dir = path
+    pipeline.get_data_source(config.data, split="train")
+    return path

@@ -42,11 +42,15 @@ def digits_run(tmp_path_factory):
     config = load_config("vdm_digits", "runlocal")
     config.data.data_dir = str(tmp_path_factory.mktemp("data"))
     config.train.num_steps, config.train.checkpoint_every = 4, 4
-    config.evals.fvd = ml_collections.ConfigDict(dict(num_videos=3, num_steps=2))
-    config.evals.digit_score = ml_collections.ConfigDict(dict(num_videos=2, num_steps=2))
+    config.sample.num_samples = 0  # no periodic samples: the evaluators are the point
+    # one sampling batch shape for the three sampling evaluators: one compile
+    shared = dict(num_steps=2, batch_size=4)
+    config.evals.fvd = ml_collections.ConfigDict(dict(num_videos=3, **shared))
+    config.evals.digit_score = ml_collections.ConfigDict(dict(num_videos=2, **shared))
     config.evals.heldout_loss = ml_collections.ConfigDict(dict(num_batches=2, batch_size=4))
     config.evals.nearest_train = ml_collections.ConfigDict(dict(num_videos=2, num_fresh=4,
-                                                                fresh_split="test[4:]"))
+                                                                fresh_split="test[4:]",
+                                                                **shared))
     trainer.train_and_evaluate(config, workdir)
     yield config, workdir
     patch.undo()

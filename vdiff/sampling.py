@@ -95,8 +95,9 @@ class SampleOptions:
             raise ConfigError(f"unknown sampling options {sorted(unknown)}")
         sample = config.get("sample") or {}
         values = {k: sample[k] for k in SHARED_SAMPLE_SETTINGS if k in sample}
-        application = given.setdefault("application",
-                                       method_class(config).default_application)
+        given = dict(given)
+        application = given.setdefault("application", method_class(config).default_application
+                                       if config.get("method") else cls.application)
         app_settings = dict((config.get("apps") or {}).get(application) or {})
         unknown = set(app_settings) - fields - {"application"}
         if unknown:
