@@ -39,3 +39,20 @@ def data_dir(tmp_path_factory):
     config.data.data_dir = path
     pipeline.get_data_source(config.data, split="train")
     return path
+
+
+# Files whose tests take minutes (trained runs shared through module fixtures), measured on
+# the 2-core CI machine. With `--dist loadscope` each file runs whole on one worker, in
+# collection order: starting these first keeps one long file from running alone at the end.
+LONGEST_FILES_FIRST = (
+    "test_sinfusion_cli.py", "test_train_loop.py", "test_pvdm.py", "test_dreampose.py",
+    "test_colabs.py", "test_sharding.py", "test_evaluators.py", "test_sinfusion_single_runs.py",
+    "test_train_interrupts.py", "test_video_data.py", "test_cascade_sr.py",
+    "test_interpolation.py", "test_samplers.py", "test_guidance.py", "test_unet.py",
+    "test_pvdm_unet.py", "test_sampling.py", "test_multiprocess.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within files

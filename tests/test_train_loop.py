@@ -132,8 +132,9 @@ def test_nan_stops_run_and_keeps_last_checkpoint(reference_run, data_dir, tmp_pa
     workdir = str(tmp_path / "nan")
     shutil.copytree(ref_dir, workdir)
     before = load_raw(os.path.join(workdir, "checkpoints"))
+    no_samples = "--config.sample.num_samples=0"  # the final samples are not the point
     result = run_main(workdir, data_dir, "runlocal,steps=16", *RESUME_FLAGS,
-                      "--config.train.lr=nan")
+                      "--config.train.lr=nan", no_samples)
     log = result.stdout + result.stderr
     assert result.returncode == 2, log
     assert "non-finite" in log and "Traceback" not in log
@@ -146,7 +147,7 @@ def test_nan_stops_run_and_keeps_last_checkpoint(reference_run, data_dir, tmp_pa
     # an elapsed wall-clock budget stops the run at the next log step like SIGTERM.
     result = run_main(workdir, data_dir, "runlocal,steps=16", *RESUME_FLAGS,
                       "--config.train.lr=nan", "--config.train.max_nonfinite_steps=100",
-                      "--config.train.max_train_seconds=1e-9")
+                      "--config.train.max_train_seconds=1e-9", no_samples)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log
     assert "skipped 2 non-finite step(s)" in log and "stopped at step 14" in log
