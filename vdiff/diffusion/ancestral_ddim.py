@@ -105,7 +105,6 @@ def ddim_step(
     return z_s.astype(z_t.dtype)
 
 
-
 def ancestral_sample(
     *,
     denoise_fn: DenoiseFn,
