@@ -2,15 +2,17 @@
 # VDM on moving digits on one GPU, in device calls of at most 10 minutes: train for a
 # wall-clock budget (resumable: run the same stage again to continue), evaluate, time.
 #
-#   bash benchmarks/studies/vdm_digits_gpu.sh WORKDIR CONFIG_ARG STAGE [SECONDS]
+#   bash benchmarks/studies/vdm_digits_gpu.sh WORKDIR CONFIG_ARG STAGE [SECONDS [FLAGS...]]
 #     STAGE train  SECONDS of training (compile included), resumes from WORKDIR
 #           eval   config.evals of the config (FVD, digit score, held-out loss, nearest
 #                  training clip) on the latest EMA checkpoint → WORKDIR/eval.jsonl
 #           speed  trainer-logged steps/s of WORKDIR against the isolated train step
 #           samplers  FVD + digit accuracy per sampler and step count → WORKDIR/samplers.json
+#           long   64-frame extensions, reconstruction guidance vs replacement → WORKDIR/long_videos.json
 #           prepare   builds the `large` digits (the memorisation check's fresh clips) in
 #                  the background, detached with setsid (it outlives a device call)
 #
+# FLAGS go to the eval, samplers and long stages' programs (e.g. config overrides).
 # e.g. `bash benchmarks/studies/vdm_digits_gpu.sh workdirs/full32 full,res=32 train 500`.
 # Logs and results are copied to $OUT (the device tool's folder) when it is set.
 set -euo pipefail
@@ -35,7 +37,7 @@ case "$STAGE" in
     grep -q "dataset ready" "$W/prepare_large.log" 2>/dev/null || fresh=(
       --config.evals.nearest_train.fresh_builder_config=default
       --config.evals.nearest_train.fresh_split=test)
-    $PY -m vdiff.main --mode=eval --config="$CONFIG" --workdir="$W" "${fresh[@]}" 2>&1 |
+    $PY -m vdiff.main --mode=eval --config="$CONFIG" --workdir="$W" "${fresh[@]}" "${@:5}" 2>&1 |
       tee -a "$OUT_DIR/eval.log" | grep -E "evaluator|Error|^[{}]|\""
     [[ "$OUT_DIR" == "$W" ]] || cp "$W/eval.jsonl" "$OUT_DIR/" ;;
   speed)
@@ -43,6 +45,9 @@ case "$STAGE" in
       --out="$OUT_DIR/speed.json" 2>&1 | tail -n 3 ;;
   samplers)
     $PY benchmarks/studies/vdm_samplers_quality.py --config="$CONFIG" --workdir="$W" \
-      --out="$OUT_DIR/samplers.json" 2>&1 | tee -a "$OUT_DIR/samplers.log" | grep -v "^ *$" ;;
+      --out="$OUT_DIR/samplers.json" "${@:5}" 2>&1 | tee -a "$OUT_DIR/samplers.log" | grep -v "^ *$" ;;
+  long)
+    $PY benchmarks/studies/vdm_long_videos.py --config="$CONFIG" --workdir="$W" \
+      --out="$OUT_DIR/long_videos.json" "${@:5}" 2>&1 | tee -a "$OUT_DIR/long.log" | grep "^{" ;;
   *) echo "unknown stage $STAGE" >&2; exit 2 ;;
 esac
