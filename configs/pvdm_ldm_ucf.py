@@ -4,8 +4,9 @@
         --workdir=workdirs/pvdm_ldm_ucf --config.data.source_dir=/data/UCF-101
 
 Triplane UNet: 256 channels, multipliers (1, 2, 4, 4), 2 res blocks, joint attention at
-latent downsampling factors 1/2/4; AdamW lr 1e-4, EMA 0.9999; ε-prediction on a linear-β
-schedule. Examples are 32 frames = two 16-frame clips (p(x²|x¹) with probability ½), so
+latent downsampling factors 1/2/4; AdamW lr 1e-4, EMA 0.9999; ε-prediction on the official
+schedule (β linear in √β from 0.0015 to 0.0195; `--config.diffusion.schedule=linear_beta`
+gives DDPM's linear β instead). Examples are 32 frames = two 16-frame clips (p(x²|x¹) with probability ½), so
 a sample is a 32-frame video and `--mode=sample --application=extend --num_frames=128`
 gives a long one.
 """

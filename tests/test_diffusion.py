@@ -20,6 +20,7 @@ SCHEDULE_KWARGS = {
     "cosine": {},
     "shifted_cosine": {"image_size": 256},
     "linear_beta": {},
+    "scaled_linear_beta": {},
     "cosine_beta": {},
 }
 
@@ -505,3 +506,27 @@ def test_ancestral_sample_traces_once_and_clips():
     assert x1.shape == (4, 3, 2) and x1.dtype == jnp.float32
     assert float(jnp.max(jnp.abs(x1))) <= 1.0 and not np.allclose(x1, x2)
     assert float(jnp.max(jnp.abs(x1))) == 1.0  # clipping actually happened
+
+
+def test_scaled_linear_beta_matches_its_discrete_betas():
+    # PVDM's official schedule: LDM's betas linear in √β from 0.0015 to 0.0195, N = 1000.
+    n = 1000
+    table = D.ddpm_logsnr_table(betas=jnp.asarray(D.scaled_linear_betas(num_timesteps=n)))
+    t = (jnp.arange(n) + 1.0) / n  # table entry i is the level after i + 1 steps
+    cont = D.logsnr_scaled_linear_beta(t, num_timesteps=n)
+    # The continuous form integrates β instead of summing log(1 − β): they part by Σβ²/2.
+    np.testing.assert_allclose(table[n // 20:], cont[n // 20:], atol=0.1)
+    np.testing.assert_allclose(jax.nn.sigmoid(table), jax.nn.sigmoid(cont), atol=2e-3)
+    np.testing.assert_allclose(float(cont[-1]), -8.80, atol=0.02)  # terminal λ
+    np.testing.assert_allclose(float(table[-1]), -8.857, atol=2e-3)
+    assert float(D.logsnr_scaled_linear_beta(jnp.float32(0.0))) == LOGSNR_MAX
+    assert bool(jnp.all(jnp.diff(cont) < 0))
+
+
+def test_scaled_linear_beta_with_equal_ends_is_constant_beta():
+    t = np.linspace(0.05, 1.0, 20)
+    beta = 0.004
+    log_abar = -1000 * beta * t
+    expected = log_abar - np.log1p(-np.exp(log_abar))
+    got = D.logsnr_scaled_linear_beta(jnp.asarray(t, jnp.float32), beta_start=beta, beta_end=beta)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

@@ -19,6 +19,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 Schedule = Callable[[Array], Array]
@@ -117,6 +118,29 @@ def logsnr_linear_beta(
     return jnp.clip(logsnr_from_log_alpha_bar(log_alpha_bar), logsnr_min, logsnr_max)
 
 
+def logsnr_scaled_linear_beta(
+    t: Array,
+    *,
+    beta_start: float = 0.0015,
+    beta_end: float = 0.0195,
+    num_timesteps: int = 1000,
+    logsnr_min: float = -20.0,
+    logsnr_max: float = 20.0,
+) -> Array:
+    """Continuous-time latent-diffusion schedule: β linear in √β (LDM's "linear" betas).
+
+    The defaults are PVDM's latent-diffusion config (β from 0.0015 to 0.0195 over 1,000 steps,
+    terminal λ ≈ −8.8; Stable Diffusion's 0.00085 to 0.012 ends at λ ≈ −5.4).  With
+    √β(τ) = a + (b − a) τ, a = √β₀, b = √β₁, and N steps per unit time,
+    log ᾱ(t) = −N ∫₀ᵗ β(τ) dτ = −N (a² t + a (b − a) t² + (b − a)² t³ / 3).
+    """
+    t = jnp.asarray(t, jnp.float32)
+    a, b, n = math.sqrt(beta_start), math.sqrt(beta_end), float(num_timesteps)
+    log_alpha_bar = -n * (a * a * t + a * (b - a) * t**2 + (b - a) ** 2 * t**3 / 3.0)
+    log_alpha_bar = _clamp_log_alpha_bar(log_alpha_bar, logsnr_min=logsnr_min, logsnr_max=logsnr_max)
+    return jnp.clip(logsnr_from_log_alpha_bar(log_alpha_bar), logsnr_min, logsnr_max)
+
+
 def _safe_log(x: Array, tiny: float = 1e-30) -> Array:
     return jnp.log(jnp.maximum(x, tiny))
 
@@ -146,6 +170,12 @@ def linear_betas(*, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_en
     return jnp.linspace(beta_start, beta_end, num_timesteps, dtype=jnp.float32)
 
 
+def scaled_linear_betas(*, num_timesteps: int = 1000, beta_start: float = 0.0015,
+                        beta_end: float = 0.0195) -> np.ndarray:
+    """Latent-diffusion betas, linear in √β (float64; defaults as :func:`logsnr_scaled_linear_beta`)."""
+    return np.linspace(beta_start ** 0.5, beta_end ** 0.5, num_timesteps, dtype=np.float64) ** 2
+
+
 def cosine_betas(*, num_timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> Array:
     """Nichol & Dhariwal betas: β_i = min(1 − ᾱ((i+1)/N) / ᾱ(i/N), max_beta).
 
@@ -171,6 +201,7 @@ def _schedule_registry() -> dict[str, Callable[..., Array]]:
         "cosine": logsnr_cosine,
         "shifted_cosine": logsnr_shifted_cosine,
         "linear_beta": logsnr_linear_beta,
+        "scaled_linear_beta": logsnr_scaled_linear_beta,
         "cosine_beta": logsnr_cosine_beta,
     }
 

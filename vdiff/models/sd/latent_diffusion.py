@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vdiff.diffusion import targets
+from vdiff.diffusion import schedules, targets
 from vdiff.errors import ConfigError
 
 Array = jax.Array
@@ -33,9 +33,9 @@ EpsFn = Callable[[Array, Array], Array]
 
 def scaled_linear_betas(num_timesteps: int = 1000, beta_start: float = 0.00085,
                         beta_end: float = 0.012) -> np.ndarray:
-    """SD's betas: linear in √β."""
-    return np.linspace(beta_start ** 0.5, beta_end ** 0.5, num_timesteps,
-                       dtype=np.float64) ** 2
+    """SD's betas: linear in √β (Stable Diffusion's defaults)."""
+    return schedules.scaled_linear_betas(num_timesteps=num_timesteps, beta_start=beta_start,
+                                         beta_end=beta_end)
 
 
 @dataclasses.dataclass(frozen=True)
