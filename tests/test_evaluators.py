@@ -168,7 +168,7 @@ def test_sampled_clips_cycle_class_labels_across_batches():
     config = ml_collections.ConfigDict(dict(sample=dict(num_samples=8)))
     mesh = sharding.make_mesh((-1, 1, 1))
     settings = dict(num_steps=1, guidance_scale=0.0, gamma=0.0, batch_size=8)
-    clips = sampling_evaluators._SampledClips("test", config, Fake(), mesh, settings)
+    clips = sampling_evaluators.SampledClips("test", config, Fake(), mesh, settings)
     np.testing.assert_array_equal(clips.labels(20)[:20], np.arange(20) % 10)
     videos = clips(None, jax.random.key(0), 20)
     got = np.rint(videos[:, 0, 0, 0, 0] / 255 * 9)
@@ -244,3 +244,58 @@ def test_nearest_train_tells_copies_of_training_clips_from_new_clips(tmp_path):
     wrong = _ReplayMethod(train[:, :2])
     with pytest.raises(ConfigError, match="shapes must match"):
         evaluators.NearestTrainEvaluator(config, wrong, mesh, settings)(None, rng)
+
+
+def test_fvd_protocol_states_its_settings_and_scores_the_reference_split(digits_run, capsys):
+    """`--mode=protocol`: the printed and saved protocol names the weights, step, sampler
+    and reference; a generator that returns the reference clips themselves scores FVD 0,
+    other clips score more."""
+    from vdiff.data import pipeline
+    from vdiff.eval import i3d, protocol
+
+    config, workdir = digits_run
+    patch = pytest.MonkeyPatch()
+    patch.setattr(i3d, "feature_extractor", _pixel_features)
+    try:
+        result = protocol.run_protocol(config, workdir, {"num_samples": 3, "sampler": "ddim"})
+        printed = capsys.readouterr().out
+        p = result["protocol"]
+        assert p["num_videos"] == 3 and p["step"] == 4 and p["sampler"] == "ddim"
+        assert p["num_steps"] == 2  # config.evals.fvd's, over config.sample's
+        assert p["weights"] == "EMA (decay 0.999)"
+        assert p["reference"] == "moving_digits/tiny test split"
+        assert "FVD16 protocol: 3 generated videos vs 3 held-out clips" in printed
+        assert "ddim, 2 steps" in printed
+        saved = json.load(open(os.path.join(workdir, protocol.RESULT_FILE)))
+        assert saved["fvd16"] == pytest.approx(result["fvd16"]) and result["fvd16"] > 0
+
+        def clips_of(seed):
+            ref = protocol.reference_data(config.data)
+            return lambda self, params, rng, n: pipeline.take_clips(ref, n, split="test",
+                                                                    seed=seed)
+        patch.setattr(sampling_evaluators.SampledClips, "__call__", clips_of(0))
+        assert protocol.run_protocol(config, workdir, {"num_samples": 6})["fvd16"] == \
+            pytest.approx(0.0, abs=1e-6)
+        patch.setattr(sampling_evaluators.SampledClips, "__call__", clips_of(1))
+        assert protocol.run_protocol(config, workdir, {"num_samples": 6})["fvd16"] > 1.0
+    finally:
+        patch.undo()
+
+
+def test_fvd_protocol_reference_and_sampler_precedence():
+    from vdiff.eval import protocol
+
+    config = load_config("vdm_digits", "full,res=32")
+    for builder, expected in (("default", "heldout_2k"), ("large", "heldout_2k"),
+                              ("static", "static"), ("tiny", "tiny")):
+        config.data.builder_config = builder
+        assert protocol.reference_data(config.data).builder_config == expected
+    s = protocol.sampler_settings(config, {})
+    assert (s["sampler"], s["num_steps"], s["guidance_scale"]) == ("ancestral", 128, 2.0)
+    s = protocol.sampler_settings(config, {"num_steps": 25, "sampler": "dpmpp_2m"})
+    assert (s["sampler"], s["num_steps"]) == ("dpmpp_2m", 25)
+    with pytest.raises(ConfigError, match="unknown sampler"):
+        protocol.sampler_settings(config, {"sampler": "euler"})
+    sinfusion = load_config("sinfusion_video", "runlocal")
+    with pytest.raises(ConfigError, match="samples videos from noise"):
+        protocol.run_protocol(sinfusion, "/nonexistent/run", {})

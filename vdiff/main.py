@@ -20,9 +20,11 @@ config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/vdm_digits.py[:ARGS].",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
-flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"],
+flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "protocol"],
                   "train: train (resuming from WORKDIR); sample: sample from WORKDIR's checkpoint; "
-                  "eval: run config.evals on WORKDIR's latest checkpoint.")
+                  "eval: run config.evals on WORKDIR's latest checkpoint; protocol: the stated "
+                  "FVD16 protocol on it (vdiff/eval/protocol.py: --num_samples, default 2048, "
+                  "and the sampler flags).")
 flags.DEFINE_bool("multiprocess", False,
                   "Force jax.distributed.initialize() with JAX's own cluster detection. Not "
                   "needed where the environment names the processes (JAX_COORDINATOR_ADDRESS/"
@@ -68,6 +70,7 @@ SAMPLE_FLAGS = ("application", "sampler", "num_steps", "num_samples", "num_frame
                 "label", "guidance_scale", "conditioning", "recon_weight", "sr_factor",
                 "input_video", "output_dir", "input_image", "noise_level", "height", "width",
                 "start_frame", "direction", "upsample_factor")
+PROTOCOL_FLAGS = ("num_samples", "sampler", "num_steps", "guidance_scale", "seed")
 
 
 class _QuietLibraries(py_logging.Filter):
@@ -105,6 +108,10 @@ def main(argv: list[str]) -> int:
     elif FLAGS.mode == "eval":
         from vdiff.eval import run_eval
         run_eval.evaluate_workdir(config, FLAGS.workdir)
+    elif FLAGS.mode == "protocol":
+        from vdiff.eval import protocol
+        given = {name: FLAGS[name].value for name in PROTOCOL_FLAGS if FLAGS[name].present}
+        protocol.run_protocol(config, FLAGS.workdir, given)
     else:
         from vdiff import sampling
         # flags given on the command line win over the config's sample / apps settings

@@ -6,6 +6,8 @@
 #     STAGE train  SECONDS of training (compile included), resumes from WORKDIR
 #           eval   config.evals of the config (FVD, digit score, held-out loss, nearest
 #                  training clip) on the latest EMA checkpoint → WORKDIR/eval.jsonl
+#           protocol  the stated FVD16 protocol (2,048 samples vs 2,048 held-out clips) →
+#                  WORKDIR/protocol_fvd16.json
 #           speed  trainer-logged steps/s of WORKDIR against the isolated train step
 #           samplers  FVD + digit accuracy per sampler and step count → WORKDIR/samplers.json
 #           long   64-frame extensions, reconstruction guidance vs replacement → WORKDIR/long_videos.json
@@ -40,6 +42,10 @@ case "$STAGE" in
     $PY -m vdiff.main --mode=eval --config="$CONFIG" --workdir="$W" "${fresh[@]}" "${@:5}" 2>&1 |
       tee -a "$OUT_DIR/eval.log" | grep -E "evaluator|Error|^[{}]|\""
     [[ "$OUT_DIR" == "$W" ]] || cp "$W/eval.jsonl" "$OUT_DIR/" ;;
+  protocol)
+    $PY -m vdiff.main --mode=protocol --config="$CONFIG" --workdir="$W" "${@:5}" 2>&1 |
+      tee -a "$OUT_DIR/protocol.log" | grep -vE "^ *$| I "
+    [[ "$OUT_DIR" == "$W" ]] || cp "$W/protocol_fvd16.json" "$OUT_DIR/" ;;
   speed)
     $PY benchmarks/speed/trainer_vs_step.py --workdir_of "run=$W" --run "run=$CONFIG" \
       --out="$OUT_DIR/speed.json" 2>&1 | tail -n 3 ;;

@@ -45,7 +45,7 @@ from vdiff import runtime, sampling  # noqa: E402
 from vdiff.core.checkpoints import restore_ema_params  # noqa: E402
 from vdiff.core.pixels import to_uint8  # noqa: E402
 from vdiff.data import moving_digits, pipeline  # noqa: E402
-from vdiff.eval import digit_score, fvd, i3d  # noqa: E402
+from vdiff.eval import digit_score, fvd, i3d, protocol  # noqa: E402
 from vdiff.eval.sampling_evaluators import to_i3d_clips  # noqa: E402
 from vdiff.methods import get_method  # noqa: E402
 from vdiff.train import sharding  # noqa: E402
@@ -101,7 +101,9 @@ def main() -> None:
         lambda v: None)
     clf = digit_score.classifier(int(config.data.resolution))
     extract = i3d.feature_extractor(batch_size=32)
-    reference = pipeline.take_clips(config.data, 10_000, split="test", seed=1, random_flip=False)
+    # FVD reference: the FVD protocol's held-out clips, as many as there are long videos
+    reference = pipeline.take_clips(protocol.reference_data(config.data), n, split="test",
+                                    seed=1)
     real_stats = fvd.feature_stats(extract(to_i3d_clips(reference)))
     seams = seam_frames(window, given, total)
     inside = np.setdiff1d(np.arange(given + 1, total), seams)

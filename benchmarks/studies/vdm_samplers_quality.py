@@ -33,10 +33,10 @@ sys.path.insert(0, os.path.dirname(BENCHMARKS))  # the repository root
 from trainer_vs_step import commit, load_config  # noqa: E402
 
 from vdiff import runtime  # noqa: E402
-from vdiff.data import moving_digits, pipeline  # noqa: E402
+from vdiff.data import pipeline  # noqa: E402
 from vdiff.data.video_io import to_uint8  # noqa: E402
 from vdiff.diffusion import samplers  # noqa: E402
-from vdiff.eval import digit_score, fvd, i3d  # noqa: E402
+from vdiff.eval import digit_score, fvd, i3d, protocol  # noqa: E402
 from vdiff.eval.evaluators import to_i3d_clips  # noqa: E402
 from vdiff.methods import get_method  # noqa: E402
 from vdiff.core.checkpoints import restore_ema_params  # noqa: E402
@@ -61,11 +61,10 @@ def main() -> None:
     params, step = restore_ema_params(config, args.workdir, method, mesh)
     n, batch = args.videos, args.batch
     labels = np.asarray(method.sample_labels(-(-n // batch) * batch))
-    asked = [moving_digits.digits_of_class(int(c)) for c in labels[:n]]
-    alone = [i for i, d in enumerate(asked) if len(d) == 1]
     clf = digit_score.classifier(int(config.data.resolution))
     extract = i3d.feature_extractor(batch_size=32)
-    real = pipeline.take_clips(config.data, n, split="test", seed=0, random_flip=False)
+    # the FVD protocol's reference clips (moving digits: 2,048 held-out videos)
+    real = pipeline.take_clips(protocol.reference_data(config.data), n, split="test", seed=0)
     real_stats = fvd.feature_stats(extract(to_i3d_clips(real)))
     dev = jax.devices()[0]
     result = {"benchmark": "vdm_samplers_quality", "device": f"{jax.device_count()} x "
@@ -93,8 +92,7 @@ def main() -> None:
             row = {"sampler": name, "steps": steps,
                    "nfe": samplers.num_function_evals(name, steps),
                    "fvd": float(fvd.frechet_distance_from_stats(*real_stats, *fake_stats)),
-                   "digit_accuracy": digit_score.accuracy(
-                       videos[alone], np.asarray([asked[i][0] for i in alone]), clf),
+                   "digit_accuracy": digit_score.one_digit_accuracy(videos, labels[:n], clf),
                    "sample_seconds": seconds}
             result["rows"].append(row)
             print(json.dumps(row), flush=True)

@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="keep the decodable part of damaged files instead of skipping them")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoder threads")
     p.add_argument("--digits_config", default="default",
-                   choices=("default", "large", "static", "tiny"))
+                   choices=("default", "large", "static", "heldout_2k", "tiny"))
     p.add_argument("--overwrite", action="store_true", help="rebuild a prepared dataset")
     p.add_argument("--keep_cache", action="store_true", help="keep the per-file decode cache")
     p.add_argument("--report_json", default="", help="also write the report to this file")

@@ -102,6 +102,16 @@ def accuracy(videos: np.ndarray, digits: np.ndarray, clf: Any) -> float:
     return float(np.mean(predicted == np.repeat(np.asarray(digits), t)))
 
 
+def one_digit_accuracy(videos: np.ndarray, classes: Any, clf: Any) -> float | None:
+    """`accuracy` over the videos asked to show one digit alone: `classes` are their
+    digit-set classes (`moving_digits.digits_of_class`); None when no video is one digit."""
+    asked = [moving_digits.digits_of_class(int(c)) for c in np.asarray(classes)]
+    alone = [i for i, d in enumerate(asked) if len(d) == 1]
+    if not alone:
+        return None
+    return accuracy(np.asarray(videos)[alone], np.asarray([asked[i][0] for i in alone]), clf)
+
+
 def reference_accuracy(clf: Any, *, resolution: int = 32, num_videos: int = 128) -> float:
     """`accuracy` on real one-digit frames of the held-out (test) digit images."""
     x, y = _frames(num_videos, split="test", resolution=resolution, max_digits=1, seed=1)

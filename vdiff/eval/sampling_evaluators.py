@@ -2,7 +2,7 @@
 (`fvd`), digit recognisability on moving digits (`digit_score`) and the distance to the
 nearest training clip (`nearest_train`, the memorisation check).
 
-They share `_SampledClips`, which samples in batches of the evaluator's own `batch_size`
+They share `SampledClips`, which samples in batches of the evaluator's own `batch_size`
 setting (0: `sample.num_samples`), rounded up to the data-parallel size.
 """
 
@@ -37,7 +37,7 @@ def to_i3d_clips(videos: np.ndarray) -> np.ndarray:
     return videos
 
 
-class _SampledClips:
+class SampledClips:
     """Samples `num_videos` clips from the method with the evaluator's sampler settings,
     in batches of the evaluator's `batch_size` (0: `sample.num_samples`) rounded up to the
     mesh's data-parallel size."""
@@ -94,7 +94,7 @@ class FVDEvaluator:
         from vdiff.eval import i3d
 
         self.config, self.s = config, settings
-        self.sample = _SampledClips("fvd", config, method, mesh, settings)
+        self.sample = SampledClips("fvd", config, method, mesh, settings)
         i3d_mesh = mesh if jax.default_backend() != "cpu" else None
         self.extract = i3d.feature_extractor(batch_size=int(settings["i3d_batch_size"]),
                                              mesh=i3d_mesh)
@@ -149,7 +149,7 @@ class DigitScoreEvaluator:
         if int(config.data.channels) != 1:
             raise ConfigError("config.evals.digit_score needs grey frames (data.channels=1)")
         self.s = settings
-        self.sample = _SampledClips("digit_score", config, method, mesh, settings)
+        self.sample = SampledClips("digit_score", config, method, mesh, settings)
         resolution = int(config.data.resolution)
         self.clf = digit_score.classifier(resolution)
         self.real = digit_score.reference(self.clf, resolution=resolution)
@@ -159,7 +159,6 @@ class DigitScoreEvaluator:
             self.real_accuracy = digit_score.reference_accuracy(self.clf, resolution=resolution)
 
     def __call__(self, params: Any, rng: jax.Array) -> dict[str, float]:
-        from vdiff.data import moving_digits
         from vdiff.eval import digit_score
 
         n = int(self.s["num_videos"])
@@ -169,11 +168,10 @@ class DigitScoreEvaluator:
                "digit_confidence_real": self.real["confidence"],
                "digit_score_real": self.real["score"]}
         if self.by_class:
-            asked = [moving_digits.digits_of_class(int(c)) for c in self.sample.labels(n)[:n]]
-            alone = [i for i, d in enumerate(asked) if len(d) == 1]
-            if alone:
-                out["digit_accuracy"] = digit_score.accuracy(
-                    videos[alone], np.asarray([asked[i][0] for i in alone]), self.clf)
+            accuracy = digit_score.one_digit_accuracy(videos, self.sample.labels(n)[:n],
+                                                      self.clf)
+            if accuracy is not None:
+                out["digit_accuracy"] = accuracy
                 out["digit_accuracy_real"] = self.real_accuracy
         return out
 
@@ -203,7 +201,7 @@ class NearestTrainEvaluator:
         from vdiff.data import pipeline
 
         self.s = settings
-        self.sample = _SampledClips("nearest_train", config, method, mesh, settings)
+        self.sample = SampledClips("nearest_train", config, method, mesh, settings)
         seed = int(settings["seed"])
         num_train = int(settings["num_train_videos"]) or sys.maxsize  # take_clips clamps
         self.train = pipeline.take_clips(config.data, num_train, split="train", seed=seed,

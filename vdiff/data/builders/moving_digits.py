@@ -48,6 +48,10 @@ class MovingDigits(tfds.core.GeneratorBasedBuilder):
         # (PVDM's triplane latents, docs/methods/pvdm.md).
         MovingDigitsConfig(name="static", description="2000 train / 200 test, 16 frames, "
                            "digits at rest", min_speed=0.0, max_speed=0.0),
+        # Reference clips for the stated FVD protocol (vdiff/eval/protocol.py): 2,048 test
+        # videos of the held-out digit images; the first 200 are the default's test videos.
+        MovingDigitsConfig(name="heldout_2k", description="16 train / 2048 test, 16 frames "
+                           "(FVD reference clips)", num_train=16, num_test=2048),
         MovingDigitsConfig(name="tiny", description="64 train / 16 test, 8 frames (tests)",
                            num_train=64, num_test=16, num_frames=8),
     ]
