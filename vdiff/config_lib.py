@@ -59,7 +59,9 @@ def vdm_defaults() -> ml_collections.ConfigDict:
         # vdiff.data.moving_digits.digit_set_class)
         label_from="label",
         min_frames=16,  # video_folder preparation: shorter videos are skipped
-        max_frames=0,  # single_video: keep the first N frames (0 = all)
+        max_frames=0,  # single_video: keep the first N frames (0 = all) from first_frame
+        first_frame=0,  # single_video: frames [first_frame, end_frame) of the file
+        end_frame=0,  # (0 = to its end); frame 0 of the run is first_frame
         channels=1,
         num_frames=16,  # frames per clip (single_video: 0 = the whole clip)
         frame_stride=1,  # clip frames this far apart (clamped for short videos)

@@ -7,6 +7,9 @@
 # not trained in this call. SINFUSION_TRAIN_ONLY=1 stops before the evaluation.
 #
 #   bash benchmarks/studies/sinfusion_next_frame.sh VIDEO WORKDIR PRED_SECONDS PROJ_SECONDS [FLAGS...]
+#
+# VIDEO is a path or a clip named in configs/sinfusion_video.py: `bikes` trains and
+# evaluates on bikes.mp4's longest shot (frames 76-136), with validation and test frames.
 set -euo pipefail
 video=$1 workdir=$2 pred_s=$3 proj_s=$4
 shift 4

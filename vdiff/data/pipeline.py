@@ -170,14 +170,14 @@ def _build_once(builder, data_dir: str, build: Callable[[], None]):
 
 
 def _single_video_source(data_config: Any):
-    from vdiff.data.single_video import SingleVideoSource
+    from vdiff.data.single_video import SingleVideoSource, segment
 
     if not data_config.source_dir:
         raise ConfigError("data.name='single_video' needs data.source_dir=PATH (a video file, "
                           "a folder of frames or an image)")
     return SingleVideoSource(os.path.expanduser(data_config.source_dir),
                              resolution=data_config.resolution, max_frames=data_config.max_frames,
-                             channels=data_config.channels)
+                             channels=data_config.channels, **segment(data_config))
 
 
 BUILDERS: dict[str, Callable[[Any], Any]] = {

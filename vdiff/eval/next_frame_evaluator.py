@@ -56,7 +56,11 @@ class SinFusionNextFrameEvaluator:
     `validation_frames` = V > 0 splits the held-out frames: targets among the first V after
     the training frames are the validation set, reported with a `val_` prefix, and the rest
     the test set (the unprefixed keys). Choosing a checkpoint by its validation score
-    (early stopping) then leaves the test score unbiased.
+    (early stopping) then leaves the test score unbiased. Frames are those of the data
+    segment [data.first_frame, data.end_frame) of the video, so train, validation and test
+    frames all lie inside it; `next_frame_{train,val,test}_{first,last}` name each split's
+    frames by their numbers in the video file (first and last, inclusive; the test split
+    is the training frames when the result is in-sample).
 
     With validation frames and a posterior mean, the evaluator also fits one number per k
     on the validation pairs: the shrinkage α ∈ [0, 1] of the predicted change
@@ -72,12 +76,14 @@ class SinFusionNextFrameEvaluator:
                     posterior_mean=True, validation_frames=0)
 
     def __init__(self, config: Any, method: Any, mesh: Any, settings: dict[str, Any]):
-        from vdiff.data.single_video import load_frames
+        from vdiff.data.single_video import load_frames, segment
 
         del mesh
         self.method, self.s = method, settings
         d = config.data
-        frames = load_frames(d.source_dir, resolution=d.resolution, channels=d.channels)
+        self.first_frame = segment(d)["first_frame"]  # frame 0 here is this frame of the file
+        frames = load_frames(d.source_dir, resolution=d.resolution, channels=d.channels,
+                             **segment(d))
         self.frames = to_unit_range(frames)
         self.num_train = int(d.num_frames) if d.max_frames else len(frames)
         self.num_val = int(settings["validation_frames"])
@@ -85,7 +91,8 @@ class SinFusionNextFrameEvaluator:
         if self.num_val and self.num_train + self.num_val >= len(frames):
             raise ConfigError(
                 f"config.evals.sinfusion_next_frame.validation_frames={self.num_val} leaves no "
-                f"test frames: the video has {len(frames)} frames and {self.num_train} train")
+                f"test frames: the video (its data segment) has {len(frames)} frames and "
+                f"{self.num_train} train")
         bad = [k for k in settings["strides"] if not 1 <= k <= method.max_k]
         if bad:
             raise ConfigError(f"config.evals.sinfusion_next_frame.strides {bad} outside "
@@ -119,7 +126,20 @@ class SinFusionNextFrameEvaluator:
         for k in self.s["strides"]:
             if means.get(("val", int(k))) is not None and means.get(("test", int(k))) is not None:
                 out.update(self._shrunk(int(k), means["val", int(k)], means["test", int(k)]))
+        out.update(self.split_frames())
         return out
+
+    def split_frames(self) -> dict[str, float]:
+        """First and last frame (inclusive, numbered as in the video file) of the train,
+        validation (with validation_frames) and test frames."""
+        n, first_test = len(self.frames), self.num_train + self.num_val
+        held_out = self.num_train < n
+        spans = {"train": (0, min(self.num_train, n) - 1),
+                 "test": (first_test, n - 1) if held_out else (0, n - 1)}
+        if self.num_val:
+            spans["val"] = (self.num_train, first_test - 1)
+        return {f"next_frame_{split}_{end}": float(self.first_frame + v)
+                for split, span in spans.items() for end, v in zip(("first", "last"), span)}
 
     def _shrunk(self, k: int, val_mean: Any, test_mean: Any) -> dict[str, float]:
         """α* fitted on the validation pairs, applied to the test pairs (class docstring)."""

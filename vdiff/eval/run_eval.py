@@ -102,12 +102,13 @@ def _nnf_of_generated_videos(cfg: Any, pred: Any, p_pred: Any, proj: Any, p_proj
                              rng: jax.Array, num_videos: int) -> dict[str, float]:
     """NNFDIV / NNFDIST of `num_videos` Predictor + Projector videos against the training
     frames (each video as long as the training clip, from its first frame)."""
-    from vdiff.data.single_video import load_frames
+    from vdiff.data.single_video import load_frames, segment
     from vdiff.eval.nnf import nnf_metrics
     from vdiff.methods.sinfusion import apps
 
     d = cfg.data
-    original = load_frames(d.source_dir, resolution=d.resolution, channels=d.channels)
+    original = load_frames(d.source_dir, resolution=d.resolution, channels=d.channels,
+                           **segment(d))
     train = original[:d.num_frames] if d.max_frames else original
     start = to_unit_range(train[0])
     roll = jax.jit(lambda pp, pj, r: apps.generate_video(pred, proj, pp, pj, r, start,

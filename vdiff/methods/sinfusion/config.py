@@ -22,6 +22,10 @@ def sinfusion_defaults(role: str = "predictor") -> ml_collections.ConfigDict:
     `vdm_defaults`, read by the 'single_video' source):
       name            'single_video'
       source_dir      the video file, frame folder or image to train on
+      first_frame, end_frame  its segment [first_frame, end_frame) (0, 0: the whole file):
+                      training, evaluation and applications number frames from first_frame
+      max_frames      train on the segment's first max_frames (0: all of it); the rest of
+                      the segment is held out for the next-frame evaluation
       channels        3 (RGB)
       num_frames      T, frames of the training video in every batch (1 for role 'image')
       resolution      shorter frame side after loading (aspect kept)

@@ -11,6 +11,9 @@ interpolator}`); each application restores the roles it needs:
     upsample     ×2 / ×4 frame rate (--upsample_factor) of the training video
                  (or --input_video) with Interpolator + Projector
 
+The training video's frames are its segment's (data.first_frame, data.end_frame):
+--start_frame=0 is frame data.first_frame of the file.
+
 Every application samples with the shared options: --sampler=ancestral (DDIM with
 η = sinfusion.eta) or ddim (η = 0) and --num_steps, by default the config's `sample` settings.
 """
@@ -29,7 +32,7 @@ import numpy as np
 from vdiff import outputs, progress
 from vdiff.core import workdir as workdir_lib
 from vdiff.core.checkpoints import restore_ema_params
-from vdiff.data.single_video import load_frames
+from vdiff.data.single_video import load_frames, segment
 from vdiff.errors import ConfigError
 from vdiff.methods.sinfusion import apps
 from vdiff.methods.sinfusion.config import role_config
@@ -52,8 +55,9 @@ def _restore(config: Any, workdir: str, role: str, mesh: Any):
 
 def _real_frames(config: Any, opts: Any) -> np.ndarray:
     d = config.data
-    path = opts.input_video or d.source_dir
-    frames = load_frames(path, resolution=d.resolution, channels=d.channels)
+    path = opts.input_video or d.source_dir  # the training video: its segment's frames
+    frames = load_frames(path, resolution=d.resolution, channels=d.channels,
+                         **({} if opts.input_video else segment(d)))
     return to_unit_range(frames)
 
 
