@@ -137,11 +137,13 @@ def test_every_notebook_starts_with_the_same_setup_cell():
     assert re.search(r'^REPO_URL = "', next(iter(cells.values())), re.M)
 
 
-@pytest.mark.parametrize("runtime,extra", [("cpu", ""), ("gpu", "[cuda]"), ("tpu", "[tpu]")])
+@pytest.mark.parametrize("runtime,extra", [("cpu", ""), ("gpu 580.65.06", "[cuda]"),
+                                           ("gpu 550.54.15", "[cuda12]"), ("tpu", "[tpu]")])
 def test_setup_cell_on_a_fresh_runtime(runtime, extra, tmp_path):
     """Outside a checkout the first cell stops with a clear message while REPO_URL is the
-    placeholder; once set, it clones and installs vdiff with the runtime's extra
-    (VDIFF_SETUP_DRY_RUN=1 prints the commands instead of running them)."""
+    placeholder; once set, it clones and installs vdiff with the runtime's extra: CUDA 13
+    wheels where the NVIDIA driver is 580 or newer, CUDA 12 below (VDIFF_SETUP_DRY_RUN=1
+    prints the commands instead of running them)."""
     import subprocess
     import sys
     if glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*") or os.path.isdir(
@@ -150,8 +152,9 @@ def test_setup_cell_on_a_fresh_runtime(runtime, extra, tmp_path):
     source = _setup_cell(NOTEBOOKS[0])
     bin_dir = tmp_path / "bin"  # PATH: no nvidia-smi, or one that succeeds
     bin_dir.mkdir()
-    if runtime == "gpu":
-        (bin_dir / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")
+    if runtime.startswith("gpu"):  # an nvidia-smi that reports this driver version
+        version = runtime.split()[1]
+        (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\necho {version}\n")
         (bin_dir / "nvidia-smi").chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("COLAB_TPU_ADDR", "TPU_NAME")}
     env.update(PATH=str(bin_dir), VDIFF_SETUP_DRY_RUN="1")
