@@ -48,11 +48,17 @@ RESUME_FLAGS = ("--config.train.checkpoint_every=2", "--config.train.log_every=2
                 "--config.train.keep_checkpoints=100")
 
 
+# The shared run is as short as its users allow: two checkpoints (the corrupt-checkpoint
+# test walks back from the newest to the one before) and two log steps. Each extra step
+# here costs a train step and a checkpoint save (≈2–4 s on the 2-core CI machine).
+REF_STEPS = 4
+
+
 @pytest.fixture(scope="session")
 def reference_run(tmp_path_factory, data_dir):
-    """An uninterrupted 12-step run."""
+    """An uninterrupted REF_STEPS-step run."""
     workdir = str(tmp_path_factory.mktemp("reference"))
-    result = run_main(workdir, data_dir, "runlocal,steps=12", *RESUME_FLAGS)
+    result = run_main(workdir, data_dir, f"runlocal,steps={REF_STEPS}", *RESUME_FLAGS)
     assert result.returncode == 0, result.stdout + result.stderr
     return workdir, result
 
@@ -60,15 +66,15 @@ def reference_run(tmp_path_factory, data_dir):
 def test_end_to_end_outputs(reference_run):
     workdir, result = reference_run
     log = result.stdout + result.stderr
-    assert "step 12/12" in log and "ETA" in log and "steps/s" in log
-    assert checkpoint_steps(workdir)[-1] == 12
+    assert f"step {REF_STEPS}/{REF_STEPS}" in log and "ETA" in log and "steps/s" in log
+    assert checkpoint_steps(workdir) == [2, 4]  # checkpoint_every=2, keep_checkpoints=100
     lines = [json.loads(x) for x in open(os.path.join(workdir, "metrics.jsonl"))]
-    assert [x["step"] for x in lines] == [2, 4, 6, 8, 10, 12]
+    assert [x["step"] for x in lines] == [2, 4]
     for key in ("loss", "loss_video", "loss_image", "grad_norm", "param_norm", "update_norm",
                 "learning_rate", "steps_per_sec"):
         assert all(np.isfinite(x[key]) for x in lines), key
     assert os.listdir(os.path.join(workdir, "tensorboard"))
-    samples = os.path.join(workdir, "samples", "step_0000012")
+    samples = os.path.join(workdir, "samples", f"step_{REF_STEPS:07d}")
     assert os.path.getsize(os.path.join(samples, "grid.png")) > 0
     assert os.path.getsize(os.path.join(samples, "sample_00.mp4")) > 0
     config = json.load(open(os.path.join(workdir, "config.json")))
@@ -87,9 +93,14 @@ def test_parameter_table_written_and_logged(reference_run):
     assert f"Total: {num_params:,} -- " in result.stdout + result.stderr
 
 
-@pytest.mark.slow  # ≈2 min; the SIGTERM resume test and the multi-process test cover resume by default
-def test_resume_after_random_sigkills_matches_uninterrupted(reference_run, data_dir, tmp_path):
-    ref_dir, _ = reference_run
+# ≈3 min with its own uninterrupted reference; the SIGTERM resume test and the multi-process
+# test cover resume by default
+@pytest.mark.slow
+def test_resume_after_random_sigkills_matches_uninterrupted(data_dir, tmp_path):
+    # 12 steps (longer than the shared REF_STEPS run) so that the run can be killed twice
+    ref_dir = str(tmp_path / "uninterrupted")
+    result = run_main(ref_dir, data_dir, "runlocal,steps=12", *RESUME_FLAGS)
+    assert result.returncode == 0, result.stdout + result.stderr
     workdir = str(tmp_path / "killed")
     rnd = random.Random(1234)
     kills = 0
@@ -133,25 +144,25 @@ def test_nan_stops_run_and_keeps_last_checkpoint(reference_run, data_dir, tmp_pa
     shutil.copytree(ref_dir, workdir)
     before = load_raw(os.path.join(workdir, "checkpoints"))
     no_samples = "--config.sample.num_samples=0"  # the final samples are not the point
-    result = run_main(workdir, data_dir, "runlocal,steps=16", *RESUME_FLAGS,
+    result = run_main(workdir, data_dir, f"runlocal,steps={REF_STEPS + 4}", *RESUME_FLAGS,
                       "--config.train.lr=nan", no_samples)
     log = result.stdout + result.stderr
     assert result.returncode == 2, log
     assert "non-finite" in log and "Traceback" not in log
-    assert checkpoint_steps(workdir)[-1] == 12
+    assert checkpoint_steps(workdir)[-1] == REF_STEPS
     after = load_raw(os.path.join(workdir, "checkpoints"))
     for a, b in zip(_leaves(before[1]), _leaves(after[1])):
         np.testing.assert_array_equal(a, b)
 
-    # Tolerated: the non-finite steps are skipped (the weights stay those of step 12), and
-    # an elapsed wall-clock budget stops the run at the next log step like SIGTERM.
-    result = run_main(workdir, data_dir, "runlocal,steps=16", *RESUME_FLAGS,
+    # Tolerated: the non-finite steps are skipped (the weights stay those of step REF_STEPS),
+    # and an elapsed wall-clock budget stops the run at the next log step like SIGTERM.
+    result = run_main(workdir, data_dir, f"runlocal,steps={REF_STEPS + 4}", *RESUME_FLAGS,
                       "--config.train.lr=nan", "--config.train.max_nonfinite_steps=100",
                       "--config.train.max_train_seconds=1e-9", no_samples)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log
-    assert "skipped 2 non-finite step(s)" in log and "stopped at step 14" in log
-    assert checkpoint_steps(workdir)[-1] == 14
+    assert "skipped 2 non-finite step(s)" in log and f"stopped at step {REF_STEPS + 2}" in log
+    assert checkpoint_steps(workdir)[-1] == REF_STEPS + 2
     skipped = load_raw(os.path.join(workdir, "checkpoints"))
     for a, b in zip(_leaves(before[1]["params"]), _leaves(skipped[1]["params"])):
         np.testing.assert_array_equal(a, b)
@@ -159,12 +170,14 @@ def test_nan_stops_run_and_keeps_last_checkpoint(reference_run, data_dir, tmp_pa
 
 def test_sample_cli_extend(reference_run, data_dir, tmp_path):
     ref_dir, _ = reference_run
-    # `interpolate` takes the same path through the CLI; test_sampling.py checks its frames
-    for application, flags, frames in [("extend", ["--num_frames=10"], 10)]:
+    # `interpolate` takes the same path through the CLI; test_sampling.py checks its frames.
+    # 6 frames: the free window and one window conditioned on sampled frames (each window
+    # costs ≈10 s here); test_sampling.py checks longer extensions and the trimming.
+    for application, flags, frames in [("extend", ["--num_frames=6"], 6)]:
         out = str(tmp_path / application)
         # Keys that only shape sampling differ from the run's config.json (fine), and so
         # does a training key (the run's value is used).
-        result = run_main(ref_dir, data_dir, "runlocal,steps=12", "--mode=sample",
+        result = run_main(ref_dir, data_dir, f"runlocal,steps={REF_STEPS}", "--mode=sample",
                           f"--application={application}", "--sampler=ddim", "--num_steps=3",
                           "--num_samples=2", f"--output_dir={out}", *flags,
                           "--config.sample.num_steps=3", "--config.train.lr=0.5")
@@ -222,7 +235,7 @@ def test_corrupt_newest_checkpoint_is_skipped_then_set_aside(reference_run, data
     ref_dir, _ = reference_run
     workdir = str(tmp_path / "corrupt")
     shutil.copytree(ref_dir, workdir)
-    newest = os.path.join(workdir, "checkpoints", "12")
+    newest = os.path.join(workdir, "checkpoints", str(REF_STEPS))
     # Every array data file cut in half: orbax's OCDBT store can leave data files the
     # manifest no longer references, so truncating only the largest may not touch the state.
     data = [os.path.join(d, f) for d, _, fs in os.walk(newest) for f in fs
@@ -233,29 +246,31 @@ def test_corrupt_newest_checkpoint_is_skipped_then_set_aside(reference_run, data
             f.truncate(os.path.getsize(path) // 2)
 
     # Sampling reads around it and leaves it in place.
-    config = load_config("vdm_digits", "runlocal,steps=12")
+    previous = REF_STEPS - 2  # checkpoint_every=2
+    config = load_config("vdm_digits", f"runlocal,steps={REF_STEPS}")
     config.data.data_dir = data_dir
     mesh = sharding.make_mesh(config.mesh.shape)
     _, step = restore_ema_params(config, workdir, get_method(config), mesh)
-    assert step == 10 and os.path.isdir(newest)
+    assert step == previous and os.path.isdir(newest)
 
-    # The trainer resumes from step 10 (already complete at steps=10: nothing to compile),
-    # moves step 12 aside, and drops the killed run's metrics after step 10.
-    result = run_main(workdir, data_dir, "runlocal,steps=10", *RESUME_FLAGS)
+    # The trainer resumes from the step before (already complete at steps=previous: nothing
+    # to compile), moves the newest aside, and drops the killed run's metrics after it.
+    result = run_main(workdir, data_dir, f"runlocal,steps={previous}", *RESUME_FLAGS)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log
-    assert "skipping step 12" in log and "resumed from" in log and "at step 10" in log
-    assert checkpoint_steps(workdir)[-1] == 10
+    assert f"skipping step {REF_STEPS}" in log and "resumed from" in log
+    assert f"at step {previous}" in log
+    assert checkpoint_steps(workdir) == [previous]
     (bad,) = os.listdir(os.path.join(workdir, "checkpoints_bad"))
-    assert bad.startswith("12-")
+    assert bad.startswith(f"{REF_STEPS}-")
     lines = [json.loads(x) for x in open(os.path.join(workdir, "metrics.jsonl"))]
-    assert [x["step"] for x in lines] == [2, 4, 6, 8, 10]
+    assert [x["step"] for x in lines] == list(range(2, previous + 1, 2))
 
 
 def test_sample_and_eval_refuse_a_config_that_reshapes_the_run(reference_run, data_dir):
     ref_dir, _ = reference_run
     # The run was trained with `runlocal` and is sampled without it.
-    result = run_main(ref_dir, data_dir, "steps=12", "--mode=sample")
+    result = run_main(ref_dir, data_dir, f"steps={REF_STEPS}", "--mode=sample")
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     (line,) = _error_lines(result.stderr)

@@ -88,10 +88,10 @@ def evaluate_sinfusion(config: Any, workdir: str, *, num_videos: int = 4) -> dic
             config.evals.get("sinfusion_next_frame", {}))
         results = evaluators_lib.SinFusionNextFrameEvaluator(cfg, pred, mesh, settings)(
             p_pred, rng)
-        if "projector" in restored:
-            _, proj, p_proj, _ = restored["projector"]
-            results.update(_nnf_of_generated_videos(cfg, pred, p_pred, proj, p_proj, rng,
-                                                    num_videos))
+    if "projector" in restored:
+        _, proj, p_proj, _ = restored["projector"]
+        results.update(_nnf_of_generated_videos(cfg, pred, p_pred, proj, p_proj, rng,
+                                                num_videos, mesh))
     logging.info("SinFusion eval at predictor step %d: %s", step, results)
     write_results(workdir, step, results)
     print(json.dumps({"step": step, **results}, indent=2))
@@ -99,9 +99,11 @@ def evaluate_sinfusion(config: Any, workdir: str, *, num_videos: int = 4) -> dic
 
 
 def _nnf_of_generated_videos(cfg: Any, pred: Any, p_pred: Any, proj: Any, p_proj: Any,
-                             rng: jax.Array, num_videos: int) -> dict[str, float]:
+                             rng: jax.Array, num_videos: int, mesh: Any) -> dict[str, float]:
     """NNFDIV / NNFDIST of `num_videos` Predictor + Projector videos against the training
-    frames (each video as long as the training clip, from its first frame)."""
+    frames (each video as long as the training clip, from its first frame). The videos are
+    made under the run's mesh; the patch search runs outside it, where it is ~6× faster
+    (measured on CPU: 2 s per video instead of 13 s)."""
     from vdiff.data.single_video import load_frames, segment
     from vdiff.eval.nnf import nnf_metrics
     from vdiff.methods.sinfusion import apps
@@ -113,9 +115,10 @@ def _nnf_of_generated_videos(cfg: Any, pred: Any, p_pred: Any, proj: Any, p_proj
     start = to_unit_range(train[0])
     roll = jax.jit(lambda pp, pj, r: apps.generate_video(pred, proj, pp, pj, r, start,
                                                          len(train)))
-    scores = [nnf_metrics(np.asarray(roll(p_pred, p_proj, jax.random.fold_in(rng, 100 + i))),
-                          to_unit_range(train))
-              for i in range(num_videos)]
+    with jax.set_mesh(mesh):
+        videos = [np.asarray(roll(p_pred, p_proj, jax.random.fold_in(rng, 100 + i)))
+                  for i in range(num_videos)]
+    scores = [nnf_metrics(video, to_unit_range(train)) for video in videos]
     return {"nnfdiv": float(np.mean([s["nnfdiv"] for s in scores])),
             "nnfdist": float(np.mean([s["nnfdist"] for s in scores])),
             "nnf_videos": float(num_videos)}
