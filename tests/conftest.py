@@ -41,15 +41,17 @@ def data_dir(tmp_path_factory):
     return path
 
 
-# Files whose tests take minutes (trained runs shared through module fixtures), measured on
-# the 2-core CI machine. With `--dist loadscope` each file runs whole on one worker, in
+# Files in decreasing order of their tests' total time (≥ 15 s; a `--durations=0` run on
+# the 2-core CI machine). With `--dist loadscope` each file runs whole on one worker, in
 # collection order: starting these first keeps one long file from running alone at the end.
 LONGEST_FILES_FIRST = (
-    "test_sinfusion_cli.py", "test_train_loop.py", "test_pvdm.py", "test_dreampose.py",
-    "test_colabs.py", "test_sharding.py", "test_evaluators.py", "test_sinfusion_single_runs.py",
-    "test_train_interrupts.py", "test_video_data.py", "test_cascade_sr.py",
-    "test_interpolation.py", "test_samplers.py", "test_guidance.py", "test_unet.py",
-    "test_pvdm_unet.py", "test_sampling.py", "test_multiprocess.py",
+    "test_pvdm.py", "test_train_loop.py", "test_colabs.py", "test_sinfusion_cli.py",
+    "test_sharding.py", "test_evaluators.py", "test_video_data.py",
+    "test_sinfusion_single_runs.py", "test_dreampose.py", "test_sinfusion.py",
+    "test_train_interrupts.py", "test_eval_metrics.py", "test_pvdm_unet.py", "test_cascade_sr.py",
+    "test_pvdm_autoencoder.py", "test_unet.py", "test_interpolation.py", "test_sampling.py",
+    "test_fused_norm.py", "test_samplers.py", "test_sd_unet.py", "test_multiprocess.py",
+    "test_eval_cli.py", "test_guidance.py", "test_diffusion.py",
 )
 
 
